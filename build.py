@@ -1,0 +1,494 @@
+#!/usr/bin/env python3
+"""Build, serve, test and benchmark the ComfyUI pool client.
+
+    python3 build.py                 assemble dist/ (a self-contained static site)
+    python3 build.py serve [--port N] [--servers URL[,URL...]] [--dev-servers N]
+                                     build, serve dist/ on 127.0.0.1 and (unless --servers)
+                                     start two ComfyUI-compatible dev servers for the demo
+    python3 build.py test [PYTEST ARGS...]
+                                     set everything up on a fresh machine and run all tests
+
+Only the standard library is used at the top level, so the first command works with a bare
+``python3``. Commands that need host packages (aiohttp for the dev server, Playwright and
+pytest for the tests) create ``.venv`` from ``requirements-dev.txt`` and re-run themselves
+inside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import email.parser
+import functools
+import hashlib
+import http.server
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+import zipfile
+from pathlib import Path
+from typing import ClassVar
+
+ROOT = Path(__file__).resolve().parent
+DIST = ROOT / "dist"
+TEST_DIST = ROOT / "build" / "test-dist"
+CACHE = ROOT / ".cache" / "wheels"
+VENV = ROOT / ".venv"
+PYODIDE_NPM = ROOT / "node_modules" / "pyodide"
+# The core files the page needs; the npm package's .map/.d.ts/console pages are left out.
+PYODIDE_CORE = (
+    "pyodide.mjs",
+    "pyodide.asm.mjs",
+    "pyodide.asm.wasm",
+    "python_stdlib.zip",
+)
+MIME = {
+    ".wasm": "application/wasm",
+    ".mjs": "text/javascript",
+    ".js": "text/javascript",
+    ".json": "application/json",
+    ".whl": "application/zip",
+    ".zip": "application/zip",
+    ".css": "text/css",
+    ".html": "text/html",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+}
+CHROMIUM = "/usr/bin/chromium"
+
+
+def log(msg: str) -> None:
+    print(f"[build] {msg}", flush=True)
+
+
+def fail(msg: str) -> None:
+    print(f"[build] error: {msg}", file=sys.stderr, flush=True)
+    raise SystemExit(1)
+
+
+def run(cmd: list[str], **kw) -> None:
+    log("$ " + " ".join(str(c) for c in cmd))
+    try:
+        subprocess.run(cmd, check=True, **kw)
+    except FileNotFoundError:
+        fail(f"{cmd[0]} not found: install it (see README, 'Requirements')")
+    except subprocess.CalledProcessError as exc:
+        fail(f"command failed with exit code {exc.returncode}: {' '.join(map(str, cmd))}")
+
+
+@functools.cache
+def project_config() -> dict:
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    return {"project": data["project"], "build": data["tool"]["comfyui-build"]}
+
+
+# --------------------------------------------------------------------------- npm / Pyodide
+
+
+def pinned_pyodide_version() -> str:
+    return json.loads((ROOT / "package.json").read_text())["dependencies"]["pyodide"]
+
+
+def ensure_npm() -> Path:
+    """Install the pinned Pyodide core from npm (``npm ci``) unless it is already there."""
+    want = pinned_pyodide_version()
+    pkg = PYODIDE_NPM / "package.json"
+    if pkg.exists() and json.loads(pkg.read_text()).get("version") == want:
+        return PYODIDE_NPM
+    if shutil.which("npm") is None:
+        fail("npm is needed to fetch the Pyodide core (apt-get install -y nodejs npm)")
+    run(["npm", "ci", "--no-audit", "--no-fund"], cwd=ROOT)
+    if not pkg.exists():
+        fail("npm ci did not install node_modules/pyodide")
+    return PYODIDE_NPM
+
+
+# --------------------------------------------------------------------------- wheels
+
+
+def download_wheels(specs: list[str]) -> list[Path]:
+    """Fetch pure wheels for the page (Python 3.14 builds) from PyPI into .cache/wheels.
+
+    ``--python-version 3.14`` is needed because micropip declares Requires-Python >= 3.14,
+    which the host interpreter would otherwise refuse.
+    """
+    CACHE.mkdir(parents=True, exist_ok=True)
+    out: list[Path] = []
+    missing: list[str] = []
+    for spec in specs:
+        found = find_cached_wheel(spec)
+        if found:
+            out.append(found)
+        else:
+            missing.append(spec)
+    if missing:
+        run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:",
+             "--python-version", "3.14", "--no-deps", "-d", str(CACHE), *missing]
+        )
+        for spec in missing:
+            found = find_cached_wheel(spec)
+            if not found:
+                fail(f"pip download did not produce a wheel for {spec}")
+            out.append(found)
+    return out
+
+
+def normalize(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def find_cached_wheel(spec: str) -> Path | None:
+    name, _, version = spec.partition("==")
+    for whl in CACHE.glob("*.whl"):
+        wname, wversion = whl.name.split("-")[:2]
+        if normalize(wname) == normalize(name) and wversion == version:
+            return whl
+    return None
+
+
+def wheel_metadata(whl: Path) -> email.message.Message:
+    with zipfile.ZipFile(whl) as zf:
+        meta = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
+        return email.parser.Parser().parsestr(zf.read(meta).decode())
+
+
+def wheel_imports(whl: Path) -> list[str]:
+    """Top-level import names of a wheel (what Pyodide's lockfile calls ``imports``)."""
+    names = set()
+    with zipfile.ZipFile(whl) as zf:
+        for n in zf.namelist():
+            top = n.split("/")[0]
+            if top.endswith((".dist-info", ".data")):
+                continue
+            if "/" in n:
+                names.add(top)
+            elif n.endswith(".py"):
+                names.add(n[:-3])
+    return sorted(names)
+
+
+def wheel_requires(whl: Path) -> list[str]:
+    """Unconditional requirements of a wheel. Marker-guarded ones (Windows-only, Python <
+    3.11, extras) never apply to Pyodide's 3.14 and are dropped."""
+    deps = []
+    for req in wheel_metadata(whl).get_all("Requires-Dist") or []:
+        if ";" in req:
+            continue
+        name = req.split("[")[0]
+        for sep in "<>=!~ (":
+            name = name.split(sep)[0]
+        deps.append(normalize(name.strip()))
+    return deps
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def build_own_wheel(out_dir: Path) -> Path:
+    """Zip ``py_src/comfyui_client`` into a py3-none-any wheel.
+
+    Deterministic (fixed timestamps, sorted entries) so an unchanged source gives an unchanged
+    sha256 and the browser cache stays valid between builds.
+    """
+    proj = project_config()["project"]
+    pkg = project_config()["build"]["page-package"]
+    name, version = proj["name"].replace("-", "_"), proj["version"]
+    whl = out_dir / f"{name}-{version}-py3-none-any.whl"
+    dist_info = f"{name}-{version}.dist-info"
+    src = ROOT / "py_src" / pkg
+    files: list[tuple[str, bytes]] = []
+    for path in sorted(src.rglob("*.py")):
+        if "__pycache__" in path.parts:
+            continue
+        files.append((path.relative_to(ROOT / "py_src").as_posix(), path.read_bytes()))
+    metadata = (
+        f"Metadata-Version: 2.1\nName: {proj['name']}\nVersion: {version}\n"
+        f"Summary: {proj['description']}\nRequires-Python: {proj['requires-python']}\n"
+    ).encode()
+    wheel = (b"Wheel-Version: 1.0\nGenerator: comfyui-client build.py\n"
+             b"Root-Is-Purelib: true\nTag: py3-none-any\n")
+    files += [(f"{dist_info}/METADATA", metadata), (f"{dist_info}/WHEEL", wheel)]
+    record_lines = []
+    for arc, data in files:
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record_lines.append(f"{arc},sha256={digest},{len(data)}")
+    record_lines.append(f"{dist_info}/RECORD,,")
+    files.append((f"{dist_info}/RECORD", ("\n".join(record_lines) + "\n").encode()))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(whl, "w", zipfile.ZIP_DEFLATED) as zf:
+        for arc, data in files:
+            info = zipfile.ZipInfo(arc, date_time=(2020, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, data)
+    return whl
+
+
+def write_lockfile(core_lock: Path, wheels: list[Path], dest: Path) -> dict:
+    """Write a pyodide-lock.json listing exactly the wheels shipped beside it.
+
+    Entries carry the shipped files' real names and sha256, so Pyodide's integrity check stays
+    on (PyPI wheels differ from the hashes in the npm lockfile). Entries for packages we do not
+    ship are dropped: a missing package then fails as "unknown package" instead of a 404.
+    """
+    lock = json.loads(core_lock.read_text())
+    shipped = {normalize(wheel_metadata(w)["Name"]): w for w in wheels}
+    packages = {}
+    for key, whl in shipped.items():
+        meta = wheel_metadata(whl)
+        deps = wheel_requires(whl)
+        unknown = [d for d in deps if d not in shipped]
+        if unknown:
+            fail(f"{whl.name} needs {unknown}, which the build does not ship: add them to "
+                 "[tool.comfyui-build] in pyproject.toml")
+        old = lock["packages"].get(key, {})
+        packages[key] = {
+            **old,
+            "name": meta["Name"],
+            "version": meta["Version"],
+            "file_name": whl.name,
+            "install_dir": "site",
+            "sha256": sha256_file(whl),
+            "package_type": "package",
+            "imports": wheel_imports(whl),
+            "depends": deps,
+            "unvendored_tests": False,
+            "shared_library": False,
+        }
+        packages[key].setdefault("tool", {})
+    lock["packages"] = packages
+    dest.write_text(json.dumps(lock, indent=1, sort_keys=True))
+    return lock
+
+
+# --------------------------------------------------------------------------- dist
+
+
+def copy_tree(src: Path, dst: Path) -> None:
+    for path in sorted(src.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            target = dst / path.relative_to(src)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+
+
+def assemble_pyodide_dir(target: Path, extra_specs: list[str]) -> Path:
+    """Pyodide core + our wheel + page wheels + a matching lockfile, in one folder."""
+    npm = ensure_npm()
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    for name in PYODIDE_CORE:
+        shutil.copy2(npm / name, target / name)
+    cfg = project_config()["build"]
+    wheels = [build_own_wheel(target)]
+    for whl in download_wheels(cfg["page-wheels"] + extra_specs):
+        shutil.copy2(whl, target / whl.name)
+        wheels.append(target / whl.name)
+    write_lockfile(npm / "pyodide-lock.json", wheels, target / "pyodide-lock.json")
+    return target
+
+
+def build(dist: Path = DIST) -> Path:
+    """Assemble dist/: index.html, web/ (ES modules, demo), pyodide/ (core, wheels, lock)."""
+    started = time.monotonic()
+    if dist.exists():
+        shutil.rmtree(dist)
+    dist.mkdir(parents=True)
+    shutil.copy2(ROOT / "index.html", dist / "index.html")
+    copy_tree(ROOT / "web", dist / "web")
+    assemble_pyodide_dir(dist / "pyodide", [])
+    log(f"dist/ ready in {time.monotonic() - started:.1f}s: {dist}")
+    return dist
+
+
+def build_test_dist() -> Path:
+    """The folder pytest-pyodide serves: our pyodide/ plus the wheels it loads into the page
+    (pytest, tblib and their dependencies), with lock entries for them."""
+    return assemble_pyodide_dir(TEST_DIST, project_config()["build"]["test-page-wheels"])
+
+
+# --------------------------------------------------------------------------- static server
+
+
+class StaticHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves dist/ with the MIME types Pyodide needs (application/wasm for streaming
+    compilation, text/javascript for ES modules) and no caching surprises."""
+
+    extensions_map: ClassVar[dict[str, str]] = {
+        **http.server.SimpleHTTPRequestHandler.extensions_map, **MIME
+    }
+
+    def log_message(self, format: str, *args) -> None:
+        if os.environ.get("COMFYUI_BUILD_VERBOSE"):
+            super().log_message(format, *args)
+
+    def end_headers(self) -> None:
+        self.send_header("Cache-Control", "no-cache")
+        super().end_headers()
+
+
+class StaticServer:
+    """A threaded static file server on 127.0.0.1 (port 0 picks a free port)."""
+
+    def __init__(self, root: Path, port: int = 0, host: str = "127.0.0.1") -> None:
+        handler = functools.partial(StaticHandler, directory=str(root))
+        self.httpd = http.server.ThreadingHTTPServer((host, port), handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://{host}:{self.port}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> StaticServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+# --------------------------------------------------------------------------- host venv
+
+
+def in_venv() -> bool:
+    return Path(sys.prefix).resolve() == VENV.resolve()
+
+
+def ensure_venv_and_reexec() -> None:
+    """Create .venv with the pinned host deps (once; re-done when requirements change) and
+    re-run this command inside it."""
+    if in_venv():
+        return
+    req = ROOT / "requirements-dev.txt"
+    stamp = VENV / ".requirements.sha256"
+    want = hashlib.sha256(req.read_bytes()).hexdigest()
+    py = VENV / "bin" / "python"
+    if not py.exists():
+        run([sys.executable, "-m", "venv", str(VENV)])
+    if not stamp.exists() or stamp.read_text() != want:
+        run([str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+             "-r", str(req)])
+        stamp.write_text(want)
+    os.execv(str(py), [str(py), str(ROOT / "build.py"), *sys.argv[1:]])
+
+
+def ensure_chromium() -> str:
+    """Debian's Chromium drives the browser tests (``playwright install`` needs internet)."""
+    path = os.environ.get("CHROMIUM_PATH", CHROMIUM)
+    if Path(path).exists():
+        return path
+    cmd = "apt-get update && apt-get install -y chromium"
+    if os.geteuid() != 0:
+        fail(f"Chromium not found at {path}. Install it with: sudo sh -c '{cmd}'")
+    log("Chromium missing: installing Debian's chromium")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    run(["apt-get", "update", "-qq"], env=env)
+    run(["apt-get", "install", "-y", "-qq", "chromium"], env=env)
+    if not Path(path).exists():
+        fail(f"apt-get installed chromium but {path} does not exist")
+    return path
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_build(_args: argparse.Namespace) -> None:
+    build()
+
+
+def parse_servers(value: str) -> list[str]:
+    urls = [u.strip() for u in value.split(",") if u.strip()]
+    if not urls:
+        raise argparse.ArgumentTypeError("--servers needs at least one URL")
+    return urls
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    ensure_venv_and_reexec()
+    build()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with contextlib.ExitStack() as stack:
+        static = stack.enter_context(StaticServer(DIST, port=args.port))
+        page_origin = static.url
+        if args.servers:
+            servers = args.servers
+            log("using your servers: they must be started with "
+                f"--enable-cors-header {page_origin} (or '*')")
+        else:
+            sys.path.insert(0, str(ROOT / "py_src"))
+            from comfyui_devserver import ServerGroup
+
+            group = stack.enter_context(
+                ServerGroup(count=args.dev_servers, cors_origin=page_origin,
+                            node_delay_s=args.node_delay, progress_steps=args.progress_steps)
+            )
+            servers = group.urls
+        (DIST / "demo-config.json").write_text(json.dumps({"servers": servers}, indent=1))
+        print(f"\n  Demo page:  {static.url}/index.html", flush=True)
+        for i, url in enumerate(servers):
+            kind = "your server" if args.servers else "dev server (ComfyUI-compatible)"
+            print(f"  Server {i + 1}:   {url}   [{kind}]", flush=True)
+        print("\n  Ctrl-C stops everything.\n", flush=True)
+        while not stop.wait(0.5):
+            pass
+        log("stopping")
+    log("stopped")
+
+
+def cmd_test(args: argparse.Namespace) -> None:
+    ensure_npm()
+    chromium = ensure_chromium()
+    ensure_venv_and_reexec()
+    run([sys.executable, "-m", "ruff", "check", "build.py", "py_src", "tests"], cwd=ROOT)
+    build()
+    build_test_dist()
+    env = {**os.environ, "CHROMIUM_PATH": chromium, "PYTHONDONTWRITEBYTECODE": "1"}
+    cmd = [sys.executable, "-m", "pytest", "--runner", "playwright", "--rt", "chrome",
+           "--dist-dir", str(TEST_DIST.relative_to(ROOT)), *args.pytest_args]
+    log("$ " + " ".join(cmd))
+    code = subprocess.call(cmd, cwd=ROOT, env=env)
+    if code == 5:
+        fail("pytest collected no tests: that is a failure, not a pass")
+    raise SystemExit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="build.py", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("build", help="assemble dist/ (the default)")
+    serve = sub.add_parser("serve", help="build, then serve the demo with two dev servers")
+    serve.add_argument("--port", type=int, default=8000, help="page port (default 8000)")
+    serve.add_argument("--servers", type=parse_servers, default=None,
+                       help="comma-separated ComfyUI base URLs; no dev servers are started")
+    serve.add_argument("--dev-servers", type=int, default=2,
+                       help="how many dev server instances to start (default 2)")
+    serve.add_argument("--node-delay", type=float, default=0.15,
+                       help="dev servers: seconds each node takes, so progress is visible "
+                            "(default 0.15; 0 = as fast as possible)")
+    serve.add_argument("--progress-steps", type=int, default=8,
+                       help="dev servers: progress steps + preview frames per image node "
+                            "(default 8; 0 = none, like a bare ComfyUI)")
+    test = sub.add_parser("test", help="install what is missing and run every test")
+    test.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed to pytest")
+    args = parser.parse_args(argv)
+    {"build": cmd_build, None: cmd_build, "serve": cmd_serve, "test": cmd_test}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()

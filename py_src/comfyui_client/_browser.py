@@ -1,0 +1,302 @@
+"""The browser seam: the ONLY module that imports ``js`` / ``pyodide``.
+
+It implements ``transport.Transport`` with the page's own ``fetch``, ``FormData``,
+``WebSocket``, timers and ``sessionStorage``, and exposes the client to ``web/comfyui.js``
+through one object, ``Bridge``, whose single entry point ``call(method, args)`` always answers a
+plain JS object ``{ok, value}`` / ``{ok: false, error}``: page code never receives a PyProxy, so
+it has nothing to destroy and nothing leaks.
+
+FFI habits (Pyodide's docs): listeners JS keeps are ``create_proxy`` objects we keep, remove
+with ``removeEventListener`` and ``destroy()`` after the socket closed (never from inside their
+own call); JS ``null`` arrives as ``jsnull``; values handed to JS go through ``to_js`` with
+``dict_converter=Object.fromEntries`` so JS gets plain objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+from typing import Any
+
+import js  # type: ignore[import-not-found]
+from pyodide.ffi import (  # type: ignore[import-not-found]
+    JsException,
+    JsProxy,
+    create_proxy,
+    jsnull,
+    to_js,
+)
+
+from .errors import ComfyClientError, InvalidInputError
+from .protocol.requests import HttpRequest
+from .transport import HttpResponse, SocketHandlers, TransportError
+
+_WS_STATES = ("connecting", "open", "closing", "closed")
+
+
+def to_plain_js(value: Any) -> Any:
+    """Python data -> plain JS data (Objects, Arrays), leaving JS handles (Blobs) as they are."""
+    return to_js(value, dict_converter=js.Object.fromEntries, create_pyproxies=False)
+
+
+def from_js(value: Any) -> Any:
+    """JS data -> Python data. Plain objects/arrays become dicts/lists; functions, Blobs and
+    Files stay JS handles; ``null``/``undefined`` become None."""
+    if value is None or value is jsnull:
+        return None
+    if isinstance(value, JsProxy):
+        tag = js.Object.prototype.toString.call(value)
+        if tag in ("[object Object]", "[object Array]"):
+            return value.to_py(default_converter=_keep_handles)
+        return value
+    return value
+
+
+def _keep_handles(value: Any, _convert: Any, _cache: Any) -> Any:
+    # Called by to_py for JS objects it does not convert by itself (Blob, File, functions...)
+    return value
+
+
+def is_blob(value: Any) -> bool:
+    return isinstance(value, JsProxy) and bool(js.Blob) and js.Blob.prototype.isPrototypeOf(value)
+
+
+class BrowserSocket:
+    """A browser ``WebSocket`` with proxies we own and release on close."""
+
+    def __init__(self, url: str, handlers: SocketHandlers) -> None:
+        self.url = url
+        self._handlers = handlers
+        self._closed = asyncio.get_event_loop().create_future()
+        self._ws = js.WebSocket.new(url)
+        self._ws.binaryType = "arraybuffer"
+        self._proxies = {
+            "open": create_proxy(self._on_open),
+            "message": create_proxy(self._on_message),
+            "close": create_proxy(self._on_close),
+            "error": create_proxy(self._on_error),
+        }
+        for name, proxy in self._proxies.items():
+            self._ws.addEventListener(name, proxy)
+
+    @property
+    def ready_state(self) -> str:
+        if self._ws is None:
+            return "closed"
+        return _WS_STATES[int(self._ws.readyState)]
+
+    def send_text(self, text: str) -> None:
+        if self._ws is not None and int(self._ws.readyState) == 1:
+            self._ws.send(text)
+
+    def _on_open(self, _event: Any) -> None:
+        self._handlers.on_open()
+
+    def _on_message(self, event: Any) -> None:
+        data = event.data
+        if isinstance(data, str):
+            self._handlers.on_text(data)
+        else:
+            self._handlers.on_binary(data)
+
+    def _on_error(self, _event: Any) -> None:
+        # The browser follows every error with a close event; the close carries the outcome.
+        pass
+
+    def _on_close(self, event: Any) -> None:
+        code, reason = int(event.code), str(event.reason or "")
+        self._release()
+        if not self._closed.done():
+            self._closed.set_result((code, reason))
+        self._handlers.on_close(code, reason)
+
+    def _release(self) -> None:
+        ws, proxies = self._ws, self._proxies
+        if ws is None:
+            return
+        self._ws, self._proxies = None, {}
+        for name, proxy in proxies.items():
+            ws.removeEventListener(name, proxy)
+
+        def destroy() -> None:
+            for proxy in proxies.values():
+                proxy.destroy()
+
+        # Not from inside the listener's own call: destroy on the next loop turn.
+        asyncio.get_event_loop().call_soon(destroy)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        if self._ws is not None and int(self._ws.readyState) < 2:
+            self._ws.close(code, reason)
+        if self._ws is not None or not self._closed.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._closed), 5.0)
+            except TimeoutError:
+                # The browser never reported the close (network gone): stop listening anyway.
+                self._release()
+                if not self._closed.done():
+                    self._closed.set_result((1006, "close timed out"))
+
+
+class BrowserTransport:
+    """``Transport`` over the page's ``fetch``/``WebSocket``/``sessionStorage``."""
+
+    live_sockets = 0
+
+    async def request(
+        self, base: str, req: HttpRequest, *, extra_headers: dict[str, str], timeout: float
+    ) -> HttpResponse:
+        url = req.url(base)
+        headers = dict(req.headers)
+        headers.update(extra_headers)
+        init: dict[str, Any] = {"method": req.method}
+        if req.json is not None:
+            headers.setdefault("Content-Type", "application/json")
+            init["body"] = json.dumps(req.json)
+        elif req.form is not None:
+            init["body"] = self._form_data(req)
+        controller = js.AbortController.new()
+        init["signal"] = controller.signal
+        init["headers"] = headers
+        try:
+            resp = await asyncio.wait_for(_await_js(js.fetch(url, to_plain_js(init))), timeout)
+            hdrs = {str(k).lower(): str(v) for k, v in (tuple(p) for p in resp.headers.entries())}
+            status = int(resp.status)
+            if req.expect == "blob" and 200 <= status < 300:
+                blob = await asyncio.wait_for(_await_js(resp.blob()), timeout)
+                return HttpResponse(status, hdrs, blob, int(blob.size), url)
+            if req.expect == "none" and 200 <= status < 300:
+                return HttpResponse(status, hdrs, b"", 0, url)
+            buf = await asyncio.wait_for(_await_js(resp.arrayBuffer()), timeout)
+            body = buf.to_bytes()
+            return HttpResponse(status, hdrs, body, len(body), url)
+        except TimeoutError:
+            controller.abort()
+            raise TransportError(f"no answer within {timeout:g}s", kind="timeout") from None
+        except JsException as exc:
+            # fetch rejects with TypeError for refused connections AND for CORS refusals;
+            # the browser deliberately does not tell them apart.
+            raise TransportError(str(exc), kind="network") from None
+
+    @staticmethod
+    def _form_data(req: HttpRequest) -> Any:
+        form = req.form
+        fd = js.FormData.new()
+        for name, value in form.fields:
+            fd.append(name, str(value))
+        file = form.file
+        if is_blob(file):
+            blob = file
+        elif isinstance(file, (bytes, bytearray, memoryview)):
+            u8 = to_js(bytes(file))
+            blob = js.Blob.new(to_js([u8]), to_plain_js({"type": form.content_type}))
+        else:
+            raise InvalidInputError(
+                f"cannot upload a {type(file).__name__}: pass a File, a Blob or bytes"
+            )
+        fd.append(form.file_field, blob, form.filename)
+        return fd
+
+    def open_socket(self, url: str, handlers: SocketHandlers) -> BrowserSocket:
+        return BrowserSocket(url, handlers)
+
+    def buffer_prefix(self, buf: Any, n: int) -> bytes:
+        n = min(n, int(buf.byteLength))
+        return js.Uint8Array.new(buf, 0, n).to_bytes()
+
+    def buffer_length(self, buf: Any) -> int:
+        return int(buf.byteLength)
+
+    def buffer_view(self, buf: Any, offset: int) -> Any:
+        """A JS view of the frame from ``offset`` on: no copy into Python."""
+        return js.Uint8Array.new(buf, offset)
+
+    def now(self) -> float:
+        return float(js.performance.now()) / 1000.0
+
+    def wall_time(self) -> float:
+        return time.time()
+
+    def sleep(self, seconds: float) -> Any:
+        return asyncio.sleep(seconds)
+
+    def random(self) -> float:
+        return random.random()
+
+    def storage_get(self, key: str) -> str | None:
+        try:
+            value = js.sessionStorage.getItem(key)
+        except Exception:  # storage disabled (privacy mode, sandboxed iframe)
+            return None
+        return None if value is None or value is jsnull else str(value)
+
+    def storage_set(self, key: str, value: str) -> None:
+        # quota or disabled storage: persistence is best effort, never fatal
+        with contextlib.suppress(Exception):
+            js.sessionStorage.setItem(key, value)
+
+    def page_origin(self) -> str | None:
+        try:
+            return str(js.location.origin)
+        except Exception:
+            return None
+
+    def make_blob(self, data: bytes, content_type: str) -> Any:
+        return js.Blob.new(to_js([to_js(data)]), to_plain_js({"type": content_type}))
+
+    def object_url(self, blob: Any) -> str:
+        return str(js.URL.createObjectURL(blob))
+
+    def revoke_object_url(self, url: str) -> None:
+        js.URL.revokeObjectURL(url)
+
+    def call_js(self, fn: Any, payload: Any) -> None:
+        """Invoke a page callback with plain JS data; a throwing callback never breaks a job."""
+        if fn is None or fn is jsnull:
+            return
+        try:
+            fn(to_plain_js(payload))
+        except Exception as exc:  # JsException from page code
+            js.console.warn(f"comfyui.js: a callback threw: {exc}")
+
+
+async def _await_js(promise: Any) -> Any:
+    return await promise
+
+
+class Bridge:
+    """The object ``web/comfyui.js`` talks to: one ``call(method, args)`` entry point."""
+
+    def __init__(self) -> None:
+        from .api import PageApi
+
+        self.transport = BrowserTransport()
+        self.api = PageApi(self.transport, convert_in=from_js, is_blob=is_blob)
+
+    async def call(self, method: str, args: Any) -> Any:
+        try:
+            py_args = [from_js(a) for a in args] if args is not None else []
+            fn = self.api.exported(method)
+            value = await fn(*py_args)
+            return to_plain_js({"ok": True, "value": value})
+        except ComfyClientError as exc:
+            return to_plain_js({"ok": False, "error": exc.to_dict()})
+        except Exception as exc:  # a bug of ours: still a typed, plain error for the page
+            js.console.error(f"comfyui.js internal error in {method}: {exc!r}")
+            return to_plain_js(
+                {
+                    "ok": False,
+                    "error": {
+                        "name": "InternalError",
+                        "code": "internal_error",
+                        "message": f"internal error in {method}: {type(exc).__name__}: {exc}",
+                    },
+                }
+            )
+
+
+def create_bridge() -> Bridge:
+    return Bridge()

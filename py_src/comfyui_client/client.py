@@ -1,0 +1,1071 @@
+"""The pool client: every job on one server for its whole life.
+
+This module is the orchestration: it owns the live state (pool health, the session lock, the
+job -> server pins, one WebSocket per server in use, the jobs) and drives the pure rules in
+``pool``, ``lock``, ``jobs`` and ``audit`` with the wire format of ``protocol``. It touches the
+outside world only through the injected ``Transport``.
+
+The choke point is ``_http``: every HTTP request is made *for a server* and, where it belongs
+to one, *for a job*. It refuses a request whose server differs from the job's pin (or, in
+session mode, from the lock), adds that server's credentials and nobody else's, and appends
+the audit record that ``validate_server_consistency`` reads. A wrong-server request is thus
+impossible by construction rather than detected afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import audit as audit_mod
+from . import jobs as jobs_mod
+from . import lock as lock_mod
+from . import pool as pool_mod
+from .backoff import Backoff
+from .errors import (
+    BadResponse,
+    ComfyClientError,
+    ConfigError,
+    CrossOriginBlocked,
+    ExecutionFailed,
+    InvalidInputError,
+    JobInterrupted,
+    JobLost,
+    ProtocolError,
+    ServerLost,
+    ServerMismatch,
+    ServerUnreachable,
+)
+from .protocol import events as ev
+from .protocol import requests as rq
+from .protocol import responses as rs
+from .protocol import workflow as wf
+from .transport import HttpResponse, Socket, SocketHandlers, Transport, TransportError
+
+SESSION_KEY = "comfyui-client:v1"
+AFFINITIES = ("session", "job")
+
+
+@dataclass
+class ClientOptions:
+    """Every tunable, with the defaults documented in the README ("Options")."""
+
+    affinity: str = "session"
+    request_timeout_s: float = 30.0
+    upload_timeout_s: float = 120.0
+    ws_connect_timeout_s: float = 10.0
+    # a job whose server stays unreachable this long ends with ServerLost
+    job_deadline_s: float = 600.0
+    # with no WS message for this long, a running job is checked over HTTP
+    stall_check_s: float = 15.0
+    history_retries: int = 8
+    reconnect: Backoff = field(default_factory=Backoff)
+    max_audit: int = 5000
+    max_events_per_job: int = 500
+    probe_interval_s: float = 30.0
+    client_id: str | None = None
+    persist: bool = True
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ClientOptions:
+        known = {
+            "affinity": "affinity",
+            "requestTimeout": "request_timeout_s",
+            "uploadTimeout": "upload_timeout_s",
+            "wsConnectTimeout": "ws_connect_timeout_s",
+            "jobDeadline": "job_deadline_s",
+            "stallCheck": "stall_check_s",
+            "historyRetries": "history_retries",
+            "maxAudit": "max_audit",
+            "probeInterval": "probe_interval_s",
+            "clientId": "client_id",
+            "persist": "persist",
+        }
+        opts = cls()
+        for key, value in raw.items():
+            if key in ("servers", "extraPackages") or value is None:
+                continue
+            if key not in known:
+                raise ConfigError(
+                    f"unknown option {key!r}",
+                    hint="known options: servers, " + ", ".join(sorted(known)),
+                )
+            attr = known[key]
+            default = getattr(opts, attr)
+            if isinstance(default, bool):
+                if not isinstance(value, bool):
+                    raise ConfigError(f"option {key} must be true or false, got {value!r}")
+            elif isinstance(default, (int, float)) and not isinstance(default, bool):
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                    raise ConfigError(f"option {key} must be a non-negative number, got {value!r}")
+                value = type(default)(value) if isinstance(default, float) else int(value)
+            setattr(opts, attr, value)
+        if opts.affinity not in AFFINITIES:
+            raise ConfigError(
+                f"affinity must be 'session' or 'job', got {opts.affinity!r}",
+                hint="'session' locks the page's WebSocket server for all work (the old "
+                "comfyui.js behaviour); 'job' pins each job to its own server",
+            )
+        return opts
+
+
+@dataclass
+class JobRecord:
+    """Live companion of a ``jobs.Job`` value: the future a waiter awaits and callbacks."""
+
+    job: Any
+    workflow: dict[str, Any] | None = None
+    done: asyncio.Future | None = None
+    on_progress: Any = None
+    on_preview: Any = None
+    events: deque = field(default_factory=lambda: deque(maxlen=500))
+    last_message_at: float = 0.0
+    history: Any = None
+    images: list[dict[str, Any]] = field(default_factory=list)
+    error: ComfyClientError | None = None
+
+
+class ServerChannel:
+    """The WebSocket to one server, with the reconnect loop that keeps jobs alive.
+
+    The socket is the page's one client id on that server, so a reconnect reuses it: the
+    server routes a job's events to the socket whose id was the job's ``client_id``.
+    """
+
+    def __init__(self, client: PoolClient, server: str) -> None:
+        self.client = client
+        self.server = server
+        self.socket: Socket | None = None
+        self.state = "closed"  # closed | connecting | open | reconnecting
+        self.attempts = 0
+        self.reconnects = 0
+        self.opened: asyncio.Future | None = None
+        self.reconnect_task: asyncio.Task | None = None
+        self.last_close: tuple[int, str] | None = None
+        self.unreachable_since: float | None = None
+        self.feature_flags: dict[str, Any] = {}
+        self.running_prompt: str | None = None
+        self.closing = False
+
+    @property
+    def is_open(self) -> bool:
+        return self.state == "open"
+
+    async def connect(self) -> None:
+        """Open the socket (if not open) and wait for it, within the connect timeout."""
+        if self.state == "open":
+            return
+        if self.opened is None or self.opened.done():
+            await self._open_once()
+        opened = self.opened
+        assert opened is not None
+        try:
+            await asyncio.wait_for(asyncio.shield(opened), self.client.options.ws_connect_timeout_s)
+        except TimeoutError:
+            raise ServerUnreachable(
+                f"WebSocket did not open within {self.client.options.ws_connect_timeout_s:g}s",
+                server=self.server,
+                hint="check the server is running and reachable from this page",
+            ) from None
+
+    async def _open_once(self) -> None:
+        client = self.client
+        if self.socket is not None:
+            # Close and await the old socket first: some ComfyUI versions unregister the new
+            # socket when the old one's close is processed after the new open.
+            old, self.socket = self.socket, None
+            with contextlib.suppress(Exception):
+                await old.close()
+        loop = asyncio.get_event_loop()
+        self.opened = loop.create_future()
+        self.state = "connecting" if self.reconnects == 0 else "reconnecting"
+        url = client.ws_url(self.server)
+        client._audit(self.server, None, "WS", audit_mod.redact_url(url), "open")
+        self.socket = client.env.open_socket(
+            url,
+            SocketHandlers(
+                on_open=self._on_open,
+                on_text=self._on_text,
+                on_binary=self._on_binary,
+                on_close=self._on_close,
+            ),
+        )
+
+    def _on_open(self) -> None:
+        self.state = "open"
+        self.attempts = 0
+        self.unreachable_since = None
+        if self.socket is not None:
+            self.socket.send_text(rq.feature_flags_message())
+        if self.opened is not None and not self.opened.done():
+            self.opened.set_result(True)
+        self.client._on_ws_open(self)
+
+    def _on_text(self, text: str) -> None:
+        self.client._on_ws_text(self, text)
+
+    def _on_binary(self, buf: Any) -> None:
+        self.client._on_ws_binary(self, buf)
+
+    def _on_close(self, code: int, reason: str) -> None:
+        self.last_close = (code, reason)
+        self.socket = None
+        was_open = self.state == "open"
+        self.state = "closed"
+        if self.opened is not None and not self.opened.done():
+            self.opened.set_exception(
+                ServerUnreachable(
+                    f"WebSocket closed before opening (code {code})",
+                    server=self.server,
+                    hint="the server is down, or refuses this page's origin: start ComfyUI "
+                    f"with --enable-cors-header {self.client.origin_hint()}",
+                )
+            )
+            self.opened.exception()  # mark retrieved: a reconnect loop may own this failure
+        self.client._on_ws_closed(self, was_open)
+
+    def schedule_reconnect(self) -> None:
+        if self.closing or (self.reconnect_task and not self.reconnect_task.done()):
+            return
+        self.reconnect_task = asyncio.ensure_future(self._reconnect_loop())
+
+    async def _reconnect_loop(self) -> None:
+        client = self.client
+        if self.unreachable_since is None:
+            self.unreachable_since = client.env.now()
+        while not self.closing and client._needs_socket(self.server):
+            self.attempts += 1
+            delay = client.options.reconnect.delay(self.attempts, client.env.random())
+            self.state = "reconnecting"
+            await client.env.sleep(delay)
+            if self.closing or not client._needs_socket(self.server):
+                break
+            self.reconnects += 1
+            try:
+                await self._open_once()
+                await self.connect()
+            except ComfyClientError:
+                client._expire_jobs_on(self.server, self.unreachable_since)
+                continue
+            await client._reconcile(self.server)
+            return
+        if self.state != "open":
+            self.state = "closed"
+
+    async def close(self) -> None:
+        self.closing = True
+        if self.reconnect_task and not self.reconnect_task.done():
+            self.reconnect_task.cancel()
+        if self.socket is not None:
+            sock, self.socket = self.socket, None
+            with contextlib.suppress(Exception):
+                await sock.close()
+        self.state = "closed"
+
+
+class PoolClient:
+    """The client a page (or a script) uses. See ``api.PageApi`` for the JS-facing names."""
+
+    def __init__(self, env: Transport, servers: Any, options: ClientOptions | None = None) -> None:
+        self.env = env
+        self.options = options or ClientOptions()
+        self.pool = pool_mod.Pool.create(pool_mod.normalize_servers(servers))
+        self.lock = lock_mod.LockState()
+        self.pins = lock_mod.Pins()
+        self.audit = audit_mod.AuditLog(maxlen=self.options.max_audit)
+        self.records: dict[str, JobRecord] = {}
+        self.channels: dict[str, ServerChannel] = {}
+        self.uploads: dict[str, str] = {}  # uploaded file name -> server it lives on
+        self.lock_log: deque[dict[str, Any]] = deque(maxlen=200)
+        self.unknown_types: set[str] = set()
+        self.client_id = self._load_client_id()
+
+    # ------------------------------------------------------------------ identity, persistence
+
+    def _load_client_id(self) -> str:
+        if self.options.client_id:
+            return self.options.client_id
+        saved = self.env.storage_get(SESSION_KEY) if self.options.persist else None
+        if saved:
+            with contextlib.suppress(ValueError, TypeError, KeyError):
+                data = json.loads(saved)
+                if isinstance(data.get("clientId"), str) and data["clientId"]:
+                    return data["clientId"]
+        cid = uuid.uuid4().hex
+        self._persist(cid)
+        return cid
+
+    def _persist(self, client_id: str | None = None) -> None:
+        if not self.options.persist:
+            return
+        pins = {pid: rec.job.server for pid, rec in self.records.items() if not self._finished(rec)}
+        self.env.storage_set(
+            SESSION_KEY, json.dumps({"clientId": client_id or self.client_id, "jobs": pins})
+        )
+
+    def origin_hint(self) -> str:
+        return self.env.page_origin() or "<this page's origin>"
+
+    # ------------------------------------------------------------------ configuration
+
+    def reconfigure(self, servers: Any) -> dict[str, Any]:
+        """Replace the server list; servers with jobs in flight keep them until done."""
+        specs = pool_mod.normalize_servers(servers)
+        pinned = set(self.pins.servers_in_use())
+        self.pool, removed, added = self.pool.reconfigure(specs, pinned)
+        return {"removed": list(removed), "added": list(added)}
+
+    def spec(self, server: str) -> pool_mod.ServerSpec | None:
+        return self.pool.spec(server)
+
+    def ws_url(self, server: str) -> str:
+        spec = self.spec(server)
+        base = server.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+        return base + rq.ws_path(self.client_id, token=spec.token if spec else None)
+
+    # ------------------------------------------------------------------ the choke point
+
+    def _audit(
+        self, server: str, job: str | None, method: str, path: str, status: Any
+    ) -> None:
+        self.audit.append(
+            audit_mod.AuditRecord(
+                time=self.env.wall_time(),
+                job=job,
+                server=server,
+                method=method,
+                path=path,
+                status=status,
+            )
+        )
+
+    async def _http(
+        self,
+        server: str,
+        req: rq.HttpRequest,
+        *,
+        job: str | None,
+        operation: str,
+        timeout: float | None = None,
+    ) -> HttpResponse:
+        """Send one request for ``server`` (and ``job``). Refuses a server that is not the
+        job's pin; adds only this server's credentials; writes the audit record."""
+        if job is not None:
+            lock_mod.check_job_server(self.pins, job, operation, server)
+        elif self.options.affinity == "session":
+            lock_mod.check_consistency(self.lock, operation, server)
+        spec = self.spec(server)
+        headers: dict[str, str] = {}
+        if spec is not None and spec.token:
+            headers["Authorization"] = f"Bearer {spec.token}"
+        path = audit_mod.redact_url(req.url(""))
+        started = self.env.now()
+        try:
+            resp = await self.env.request(
+                server,
+                req,
+                extra_headers=headers,
+                timeout=timeout or self.options.request_timeout_s,
+            )
+        except TransportError as exc:
+            self._audit(server, job, req.method, path, f"error:{exc.kind}")
+            self._mark_down(server, str(exc))
+            if exc.kind == "cors":
+                raise CrossOriginBlocked(
+                    f"{operation}: the server refused this page's origin",
+                    server=server,
+                    prompt_id=job,
+                    hint=f"start ComfyUI with --enable-cors-header {self.origin_hint()}",
+                ) from None
+            raise ServerUnreachable(
+                f"{operation}: no answer ({exc})",
+                server=server,
+                prompt_id=job,
+                hint="check the server is running; if it is, it may refuse this page's "
+                f"origin: start ComfyUI with --enable-cors-header {self.origin_hint()}",
+            ) from None
+        self._audit(server, job, req.method, path, resp.status)
+        health = self.pool.health_of(server)
+        if health is not None:
+            self.pool = self.pool.with_latency(server, (self.env.now() - started) * 1000.0)
+        return resp
+
+    def _parse(self, fn: Callable[..., Any], resp: HttpResponse, server: str, job: str | None,
+               **kw: Any) -> Any:
+        return fn(
+            resp.status, resp.headers, resp.body, server=server, prompt_id=job,
+            page_origin=self.env.page_origin(), **kw,
+        )
+
+    def _mark_down(self, server: str, reason: str) -> None:
+        self.pool = self.pool.probe_failed(
+            server, now=self.env.now(), reason=reason, backoff=self.options.reconnect,
+            rand=self.env.random(),
+        )
+
+    # ------------------------------------------------------------------ health
+
+    async def probe(self, server: str) -> dict[str, Any]:
+        """GET /system_stats and /prompt on one server; updates its health."""
+        started = self.env.now()
+        try:
+            resp = await self._http(server, rq.system_stats(), job=None, operation="health check")
+            stats = self._parse(rs.parse_system_stats, resp, server, None)
+            resp = await self._http(server, rq.get_prompt_queue(), job=None,
+                                    operation="health check")
+            queue = self._parse(rs.parse_prompt_info, resp, server, None)
+        except ServerMismatch:
+            raise
+        except ComfyClientError as exc:
+            self._mark_down(server, exc.message)
+            return self.server_status(server, error=exc)
+        latency = (self.env.now() - started) * 1000.0
+        self.pool = self.pool.probe_ok(
+            server, now=self.env.now(), latency_ms=latency, version=stats.version,
+            devices=[d.get("name") for d in stats.devices], queue_remaining=queue,
+        )
+        return self.server_status(server)
+
+    async def check_all(self) -> list[dict[str, Any]]:
+        """Probe every configured server concurrently (no lock involved: a status check is
+        not job work)."""
+        servers = [s.url for s in self.pool.specs]
+        results = await asyncio.gather(*(self._probe_unlocked(s) for s in servers))
+        return list(results)
+
+    async def _probe_unlocked(self, server: str) -> dict[str, Any]:
+        # Health probes are allowed to any server: they carry no job and change nothing.
+        saved = self.options.affinity
+        try:
+            self.options.affinity = "job"
+            return await self.probe(server)
+        finally:
+            self.options.affinity = saved
+
+    def server_status(self, server: str, error: ComfyClientError | None = None) -> dict[str, Any]:
+        spec = self.spec(server)
+        health = self.pool.health_of(server)
+        chan = self.channels.get(server)
+        out = {
+            "server": server,
+            "label": spec.label if spec else None,
+            "weight": spec.weight if spec else None,
+            "status": health.state if health else "unknown",
+            "reason": health.reason if health else None,
+            "version": health.version if health else None,
+            "devices": list(health.devices) if health and health.devices else [],
+            "queueRemaining": health.queue_remaining if health else None,
+            "latencyMs": health.last_latency_ms if health else None,
+            "wsState": chan.state if chan else "closed",
+            "reconnectAttempts": chan.attempts if chan else 0,
+            "jobs": len(self.pins.jobs_on(server)),
+        }
+        if error is not None:
+            out["error"] = error.to_dict()
+        return out
+
+    # ------------------------------------------------------------------ server choice / lock
+
+    def _inflight(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for rec in self.records.values():
+            if not self._finished(rec):
+                counts[rec.job.server] = counts.get(rec.job.server, 0) + 1
+        return counts
+
+    def select(self) -> str:
+        return pool_mod.select_server(
+            self.pool.specs, self.pool.healths, inflight=self._inflight()
+        ).url
+
+    def api_base(self, prompt_id: str | None = None) -> str:
+        """Where a call goes: the job's server if ``prompt_id`` is known; else in session mode
+        the lock (when held) or a fresh selection; in job mode a fresh selection."""
+        if prompt_id:
+            server = self.pins.server_of(prompt_id)
+            if server is None:
+                raise InvalidInputError(
+                    f"unknown prompt id {prompt_id!r}",
+                    hint="only jobs submitted from this page (or restored after a reload) "
+                    "have a known server",
+                )
+            return server
+        if self.options.affinity == "session":
+            return lock_mod.api_base(self.lock, self.select)
+        return self.select()
+
+    async def ensure_connection(self, server: str | None = None) -> str:
+        """Open (or reuse) the WebSocket. In session mode the socket's server becomes the lock."""
+        if server is None:
+            server = self.api_base()
+        elif self.spec(server) is None:
+            server = pool_mod.server_key(server)
+            if self.spec(server) is None:
+                raise InvalidInputError(f"{server} is not one of the configured servers")
+        if self.options.affinity == "session" and self.lock.locked_server not in (None, server):
+            if lock_mod.can_unlock(self.lock).can_unlock:
+                await self._close_channel(self.lock.locked_server)
+                self._set_lock(lock_mod.on_ws_closed(self.lock), "lock moved")
+            else:
+                raise ServerMismatch(
+                    f"cannot connect to {server}: the session is locked to "
+                    f"{self.lock.locked_server} while tasks are pending",
+                    server=server,
+                    details={"lockedServer": self.lock.locked_server, "apiServer": server},
+                )
+        chan = self.channels.get(server)
+        if chan is None or chan.closing:
+            chan = self.channels[server] = ServerChannel(self, server)
+        await chan.connect()
+        return server
+
+    async def _close_channel(self, server: str | None) -> None:
+        if server and server in self.channels:
+            await self.channels.pop(server).close()
+
+    def _set_lock(self, new: Any, why: str) -> None:
+        old = self.lock
+        self.lock = new
+        if old.locked_server != new.locked_server:
+            entry = {
+                "time": self.env.wall_time(),
+                "event": "locked" if new.locked_server else "released",
+                "server": new.locked_server or old.locked_server,
+                "why": why,
+            }
+            self.lock_log.append(entry)
+            self._log(f"lock {entry['event']}: {entry['server']} ({why})")
+
+    def _log(self, text: str) -> None:
+        print(f"[comfyui-client] {text}")
+
+    def _needs_socket(self, server: str) -> bool:
+        """A socket is kept (and re-opened) while any unfinished job is pinned to it, and in
+        session mode while it is the lock."""
+        if any(not self._finished(self.records[j]) for j in self.pins.jobs_on(server)
+               if j in self.records):
+            return True
+        return self.options.affinity == "session" and self.lock.locked_server == server and bool(
+            self.lock.pending
+        )
+
+    # ------------------------------------------------------------------ WS events
+
+    def _on_ws_open(self, chan: ServerChannel) -> None:
+        if self.options.affinity == "session" and self.lock.locked_server in (None, chan.server):
+            self._set_lock(lock_mod.on_ws_open(self.lock, chan.server), "WebSocket opened")
+
+    def _on_ws_closed(self, chan: ServerChannel, was_open: bool) -> None:
+        if self.options.affinity == "session" and self.lock.locked_server == chan.server:
+            self._set_lock(lock_mod.on_ws_closed(self.lock), "WebSocket closed, nothing pending")
+        if not chan.closing and self._needs_socket(chan.server):
+            chan.schedule_reconnect()
+
+    def _on_ws_text(self, chan: ServerChannel, text: str) -> None:
+        try:
+            event = ev.decode_text(text)
+        except ProtocolError as exc:
+            self._log(f"ignored a malformed message from {chan.server}: {exc.message}")
+            return
+        kind = event.type
+        if kind == "status":
+            if event.queue_remaining is not None:
+                self.pool = self.pool.queue_update(chan.server, event.queue_remaining)
+            return
+        if kind == "feature_flags":
+            chan.feature_flags = dict(event.flags)
+            return
+        if isinstance(event, ev.UnknownMessage):
+            if event.type_name not in self.unknown_types:
+                self.unknown_types.add(event.type_name)
+                self._log(f"unknown message type {event.type_name!r} from {chan.server} "
+                          "(kept, reported once)")
+            return
+        pid = getattr(event, "prompt_id", None)
+        if kind == "executing" and pid:
+            chan.running_prompt = pid if event.node is not None else None
+        if kind == "execution_start" and pid:
+            chan.running_prompt = pid
+        rec = self.records.get(pid) if pid else None
+        if rec is None or rec.job.server != chan.server:
+            return  # not ours, or not from our job's server: never cross-wire jobs
+        self._apply(rec, event)
+
+    def _on_ws_binary(self, chan: ServerChannel, buf: Any) -> None:
+        env = self.env
+        try:
+            head = env.buffer_prefix(buf, 8)
+            _etype, need = ev.binary_header(head)
+            if need is None:
+                # not a preview: small frame (progress text...), decode it whole
+                frame = ev.decode_binary(env.buffer_prefix(buf, env.buffer_length(buf)))
+            else:
+                if need > len(head):
+                    head = env.buffer_prefix(buf, need)
+                frame = ev.decode_binary_header(head)
+        except ProtocolError as exc:
+            self._log(f"ignored a malformed binary frame from {chan.server}: {exc.message}")
+            return
+        if not isinstance(frame, ev.PreviewImage):
+            return
+        pid = frame.prompt_id or chan.running_prompt
+        rec = self.records.get(pid) if pid else None
+        if rec is None or rec.job.server != chan.server or rec.on_preview is None:
+            return
+        view_fn = getattr(env, "buffer_view", None)
+        make_blob = getattr(env, "make_blob_from_view", None)
+        payload = {
+            "promptId": pid,
+            "nodeId": frame.node_id,
+            "imageType": frame.image_type,
+            "server": chan.server,
+        }
+        if view_fn is not None and make_blob is not None:
+            payload["blob"] = make_blob(view_fn(buf, frame.image_offset), frame.image_type)
+        self._emit(rec.on_preview, payload)
+
+    def _emit(self, fn: Any, payload: dict[str, Any]) -> None:
+        if fn is None:
+            return
+        call_js = getattr(self.env, "call_js", None)
+        try:
+            if call_js is not None:
+                call_js(fn, payload)
+            else:
+                fn(payload)
+        except Exception as exc:
+            self._log(f"a progress/preview callback raised {exc!r}; the job continues")
+
+    def _apply(self, rec: JobRecord, event: Any) -> None:
+        rec.last_message_at = self.env.now()
+        rec.events.append(event.type)
+        before = rec.job
+        rec.job = jobs_mod.apply_event(rec.job, event, now=self.env.wall_time())
+        if rec.on_progress is not None:
+            payload = {"event": event.type, **jobs_mod.job_to_dict(rec.job)}
+            self._emit(rec.on_progress, payload)
+        if rec.job.state != before.state:
+            self._maybe_finish(rec)
+
+    def _maybe_finish(self, rec: JobRecord) -> None:
+        """Resolve the waiter once the job left the server's hands (the final
+        ``executing{node: null}``, an error, or an interruption)."""
+        state = rec.job.state
+        if rec.done is None or rec.done.done():
+            return
+        if state in jobs_mod.AWAITING_OUTPUTS or jobs_mod.is_terminal(rec.job):
+            rec.done.set_result(state)
+
+    # ------------------------------------------------------------------ jobs
+
+    def _finished(self, rec: JobRecord) -> bool:
+        return not jobs_mod.is_pending(rec.job)
+
+    def _new_record(
+        self, prompt_id: str, server: str, workflow: Any, opts: dict[str, Any]
+    ) -> JobRecord:
+        job = jobs_mod.new_job(prompt_id, server, now=self.env.wall_time(), workflow=workflow)
+        rec = JobRecord(job=job, workflow=workflow)
+        rec.done = asyncio.get_event_loop().create_future()
+        rec.on_progress = opts.get("onProgress")
+        rec.on_preview = opts.get("onPreview")
+        rec.last_message_at = self.env.now()
+        self.records[prompt_id] = rec
+        self.pins = self.pins.pin(prompt_id, server)
+        if self.options.affinity == "session":
+            self._set_lock(lock_mod.on_task_pending(self.lock, prompt_id), "task pending")
+        self._persist()
+        self._trim_records()
+        return rec
+
+    def _trim_records(self, keep: int = 1000) -> None:
+        finished = [pid for pid, r in self.records.items() if self._finished(r)]
+        for pid in finished[: max(0, len(self.records) - keep)]:
+            self.records.pop(pid, None)
+            self.pins = self.pins.unpin(pid)
+
+    def _task_done(self, rec: JobRecord, why: str) -> None:
+        """The task stops being pending: in session mode this may release the lock."""
+        if self.options.affinity == "session":
+            state, released = lock_mod.on_task_done(self.lock, rec.job.prompt_id)
+            self._set_lock(state, f"last pending task ended ({why})" if released else why)
+        self._persist()
+
+    def _server_for_new_job(self, server: str | None, workflow: dict[str, Any] | None) -> str:
+        """Session mode: the lock. Job mode: the server of files this page uploaded for the
+        workflow, else the explicit ``server``, else a fresh selection."""
+        if self.options.affinity == "session":
+            if self.lock.locked_server is None:
+                raise ServerMismatch(
+                    "submitWorkflow refused: no server is locked",
+                    hint="the WebSocket could not be opened; check the servers' status",
+                )
+            api = lock_mod.api_base(self.lock, self.select)
+            lock_mod.require_lock_for_submit(self.lock, api)
+            if server is not None and pool_mod.server_key(server) != self.lock.locked_server:
+                raise ServerMismatch(
+                    f"submitWorkflow refused: asked for {server} but the session is locked to "
+                    f"{self.lock.locked_server}",
+                    server=server,
+                    details={"lockedServer": self.lock.locked_server, "apiServer": server},
+                )
+            return self.lock.locked_server
+        wanted = pool_mod.server_key(server) if server else None
+        for name in wf.load_image_nodes_inputs(workflow or {}):
+            where = self.uploads.get(name)
+            if where is None:
+                continue
+            if wanted is not None and wanted != where:
+                raise ServerMismatch(
+                    f"the workflow uses {name!r}, uploaded to {where}, but the job was asked "
+                    f"to run on {wanted}",
+                    server=wanted,
+                    details={"lockedServer": where, "apiServer": wanted},
+                )
+            wanted = where
+        return wanted or self.select()
+
+    async def upload(
+        self,
+        file: Any,
+        *,
+        filename: str,
+        subfolder: str = "",
+        overwrite: bool = False,
+        image_type: str = "input",
+        content_type: str = "image/png",
+        size: int | None = None,
+        server: str | None = None,
+        job: str | None = None,
+    ) -> dict[str, Any]:
+        """POST /upload/image. Always returns the server's name for the file (it may rename)."""
+        if job is not None:
+            target = self.pins.server_of(job)
+        elif server is not None:
+            target = pool_mod.server_key(server)
+        else:
+            target = self.api_base()
+            if self.options.affinity == "session":
+                await self.ensure_connection(target)
+                target = self.lock.locked_server or target
+        limit = self.pool.max_upload_size(target)
+        if size is not None and limit and size > limit:
+            raise rs.upload_too_large(target, size=size, limit=limit, prompt_id=job)
+        req = rq.upload_image(
+            file, filename=filename, subfolder=subfolder, image_type=image_type,
+            overwrite=overwrite, content_type=content_type,
+        )
+        resp = await self._http(target, req, job=job, operation="upload",
+                                timeout=self.options.upload_timeout_s)
+        result = self._parse(rs.parse_upload, resp, target, job, max_upload_size=limit)
+        self.uploads[result.name] = target
+        if len(self.uploads) > 2000:
+            self.uploads.pop(next(iter(self.uploads)))
+        return {"name": result.name, "subfolder": result.subfolder, "type": result.type,
+                "server": target}
+
+    async def submit(
+        self,
+        workflow: Any,
+        *,
+        prompt_id: str | None = None,
+        server: str | None = None,
+        on_progress: Any = None,
+        on_preview: Any = None,
+        record: JobRecord | None = None,
+    ) -> JobRecord:
+        """POST /prompt with a client-chosen prompt id, recorded job -> server BEFORE the POST."""
+        graph = wf.validate_workflow(workflow)
+        if record is None:
+            if self.options.affinity == "session":
+                await self.ensure_connection()
+            target = self._server_for_new_job(server, graph)
+            if self.options.affinity == "job":
+                await self.ensure_connection(target)
+            pid = prompt_id or rq.new_prompt_id()
+            if pid in self.records and not self._finished(self.records[pid]):
+                raise InvalidInputError(f"prompt id {pid} is already running on "
+                                        f"{self.records[pid].job.server}")
+            record = self._new_record(pid, target, graph,
+                                      {"onProgress": on_progress, "onPreview": on_preview})
+        pid, target = record.job.prompt_id, record.job.server
+        record.workflow = graph
+        record.job = jobs_mod.mark(record.job, "submitting", now=self.env.wall_time())
+        try:
+            resp = await self._http(
+                target,
+                rq.post_prompt(graph, client_id=self.client_id, prompt_id=pid),
+                job=pid,
+                operation="submit",
+            )
+            accepted = self._parse(rs.parse_prompt_response, resp, target, pid)
+        except ComfyClientError as exc:
+            self._fail(record, exc, "rejected" if exc.code == "invalid_workflow" else "failed")
+            raise
+        if accepted.prompt_id and accepted.prompt_id != pid:
+            # An older server ignored our id: adopt its id, keeping the same server.
+            record = self._adopt(record, accepted.prompt_id)
+        record.job = jobs_mod.submitted(record.job, number=accepted.number,
+                                        now=self.env.wall_time())
+        self._emit(record.on_progress, {"event": "queued", **jobs_mod.job_to_dict(record.job)})
+        return record
+
+    def _adopt(self, rec: JobRecord, new_id: str) -> JobRecord:
+        old = rec.job.prompt_id
+        self.records.pop(old, None)
+        self.pins = self.pins.unpin(old).pin(new_id, rec.job.server)
+        if self.options.affinity == "session":
+            # pending(new) before done(old): the lock must never be released in between
+            state = lock_mod.on_task_pending(self.lock, new_id)
+            self.lock, _ = lock_mod.on_task_done(state, old)
+        rec.job = jobs_mod.rename(rec.job, new_id)
+        self.records[new_id] = rec
+        self._persist()
+        return rec
+
+    def _fail(self, rec: JobRecord, exc: ComfyClientError, state: str) -> None:
+        rec.error = exc
+        rec.job = jobs_mod.mark(rec.job, state, now=self.env.wall_time(), error=exc.to_dict())
+        if rec.done is not None and not rec.done.done():
+            rec.done.set_result(state)
+        self._task_done(rec, state)
+
+    def record_of(self, prompt_id: str) -> JobRecord:
+        rec = self.records.get(prompt_id)
+        if rec is None:
+            raise InvalidInputError(
+                f"unknown prompt id {prompt_id!r}",
+                hint="pass the promptId returned by submitWorkflow/processImage",
+            )
+        return rec
+
+    async def wait(self, prompt_id: str) -> JobRecord:
+        """Wait until the server is done with the job, then fetch its history (and retry an
+        empty one: ``execution_success`` is sent before history is written)."""
+        rec = self.record_of(prompt_id)
+        assert rec.done is not None
+        while not rec.done.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(rec.done), self.options.stall_check_s)
+            except TimeoutError:
+                await self._check_stalled(rec)
+        if rec.error is not None:
+            raise rec.error
+        state = rec.job.state
+        if state == "failed":
+            raise self._job_error(rec)
+        if state == "interrupted":
+            raise self._job_error(rec)
+        if rec.history is None:
+            rec.history = await self.history(prompt_id, retry=True)
+        return rec
+
+    def _job_error(self, rec: JobRecord) -> ComfyClientError:
+        err = rec.job.error or {}
+        pid, server = rec.job.prompt_id, rec.job.server
+        if rec.job.state == "interrupted":
+            exc: ComfyClientError = JobInterrupted(
+                "the job was interrupted" + (f" at node {err.get('node_id')}"
+                                             if err.get("node_id") else ""),
+                server=server, prompt_id=pid, details=dict(err),
+            )
+        else:
+            exc = ExecutionFailed(
+                f"node {err.get('node_id')} ({err.get('node_type')}) failed: "
+                f"{err.get('exception_type', 'Error')}: {err.get('exception_message', '')}".strip(),
+                server=server, prompt_id=pid, details=dict(err),
+                hint="fix the node's inputs or the input file and run again",
+            )
+        rec.error = exc
+        self._task_done(rec, rec.job.state)
+        return exc
+
+    async def _check_stalled(self, rec: JobRecord) -> None:
+        """No WS message for a while: ask the server over HTTP instead of guessing."""
+        server, pid = rec.job.server, rec.job.prompt_id
+        chan = self.channels.get(server)
+        if chan is not None and chan.unreachable_since is not None:
+            self._expire_jobs_on(server, chan.unreachable_since)
+            return
+        try:
+            entry = await self.history(pid, retry=False)
+        except ComfyClientError:
+            return
+        if entry is not None:
+            rec.history = entry
+            self._finish_from_history(rec, entry)
+            return
+        try:
+            resp = await self._http(server, rq.get_queue(), job=pid, operation="stall check")
+            queue = self._parse(rs.parse_queue, resp, server, pid)
+        except ComfyClientError:
+            return
+        if not queue.contains(pid):
+            # Neither queued nor in history: one last history read covers the write race.
+            entry = await self.history(pid, retry=True)
+            if entry is not None:
+                rec.history = entry
+                self._finish_from_history(rec, entry)
+            else:
+                self._fail(rec, JobLost(
+                    "the server no longer knows this job (restarted or history cleared)",
+                    server=server, prompt_id=pid, hint="submit the job again",
+                ), "lost")
+
+    def _finish_from_history(self, rec: JobRecord, entry: Any) -> None:
+        rec.job = jobs_mod.from_history(rec.job, entry, now=self.env.wall_time())
+        self._maybe_finish(rec)
+
+    def _expire_jobs_on(self, server: str, since: float | None) -> None:
+        if since is None:
+            return
+        if self.env.now() - since < self.options.job_deadline_s:
+            return
+        for pid in list(self.pins.jobs_on(server)):
+            rec = self.records.get(pid)
+            if rec is not None and not self._finished(rec):
+                self._fail(rec, ServerLost(
+                    f"the server stayed unreachable for {self.options.job_deadline_s:g}s",
+                    server=server, prompt_id=pid,
+                    hint="the job's outputs (if any) stay on that server; try again later",
+                ), "server_lost")
+
+    async def _reconcile(self, server: str) -> None:
+        """After a reconnect, learn what happened to our jobs while the socket was down:
+        the server replays nothing."""
+        for pid in list(self.pins.jobs_on(server)):
+            rec = self.records.get(pid)
+            if rec is None or self._finished(rec) or rec.done is None or rec.done.done():
+                continue
+            with contextlib.suppress(ComfyClientError):
+                entry = await self.history(pid, retry=False)
+                if entry is not None:
+                    rec.history = entry
+                    self._finish_from_history(rec, entry)
+
+    async def history(self, prompt_id: str, *, retry: bool = False) -> Any:
+        rec = self.records.get(prompt_id)
+        server = rec.job.server if rec else self.api_base(prompt_id)
+        attempts = self.options.history_retries if retry else 1
+        for attempt in range(attempts):
+            resp = await self._http(server, rq.get_history(prompt_id), job=prompt_id,
+                                    operation="history")
+            entry = self._parse(rs.parse_history, resp, server, prompt_id)
+            if entry is not None:
+                return entry
+            if attempt + 1 < attempts:
+                await self.env.sleep(min(0.05 * (2 ** attempt), 2.0))
+        return None
+
+    async def fetch_outputs(
+        self, prompt_id: str, *, make_urls: bool = True
+    ) -> list[dict[str, Any]]:
+        """Download every output image of the job from the job's own server."""
+        rec = self.record_of(prompt_id)
+        if rec.history is None:
+            rec.history = await self.history(prompt_id, retry=True)
+        if rec.history is None:
+            raise JobLost("no history for this job", server=rec.job.server, prompt_id=prompt_id)
+        images = []
+        for ref in rec.history.images:
+            blob = await self.image(ref.filename, ref.subfolder, ref.type, job=prompt_id)
+            item = {"filename": ref.filename, "subfolder": ref.subfolder, "type": ref.type,
+                    "blob": blob, "server": rec.job.server}
+            if make_urls and hasattr(self.env, "object_url"):
+                item["url"] = self.env.object_url(blob)
+            images.append(item)
+        rec.images = images
+        if rec.job.state in jobs_mod.AWAITING_OUTPUTS:
+            rec.job = jobs_mod.outputs_fetched(rec.job, now=self.env.wall_time())
+            self._task_done(rec, "outputs fetched")
+        return images
+
+    async def image(self, filename: str, subfolder: str, image_type: str, *,
+                    job: str | None = None, server: str | None = None) -> Any:
+        target = self.pins.server_of(job) if job else (server or self.api_base())
+        resp = await self._http(target, rq.view(filename, subfolder, image_type), job=job,
+                                operation="image download")
+        if not 200 <= resp.status < 300:
+            self._parse(rs.check_status, resp, target, job)
+        return resp.body
+
+    async def interrupt(self, prompt_id: str) -> dict[str, Any]:
+        rec = self.record_of(prompt_id)
+        server = rec.job.server
+        resp = await self._http(server, rq.interrupt(prompt_id), job=prompt_id,
+                                operation="interrupt")
+        self._parse(rs.check_status, resp, server, prompt_id)
+        # A queued job never starts, so no event will tell us: remove it from the queue too.
+        if rec.job.state in ("queued", "submitting"):
+            resp = await self._http(server, rq.delete_from_queue([prompt_id]), job=prompt_id,
+                                    operation="interrupt")
+            self._parse(rs.check_status, resp, server, prompt_id)
+            self._fail(rec, JobInterrupted("the job was cancelled before it started",
+                                           server=server, prompt_id=prompt_id), "interrupted")
+        return {"promptId": prompt_id, "server": server, "interrupted": True}
+
+    def release(self, prompt_id: str) -> None:
+        rec = self.record_of(prompt_id)
+        if not self._finished(rec):
+            rec.job = jobs_mod.mark(rec.job, "released", now=self.env.wall_time())
+            if rec.done is not None and not rec.done.done():
+                rec.done.set_result("released")
+            self._task_done(rec, "released by caller")
+
+    # ------------------------------------------------------------------ reports
+
+    def consistency(self, operation: str | None = None) -> dict[str, Any]:
+        api = None
+        if self.options.affinity == "session":
+            with contextlib.suppress(ComfyClientError):
+                api = lock_mod.api_base(self.lock, self.select)
+        return audit_mod.validate_consistency(
+            self.audit, self.pins, self.lock if self.options.affinity == "session" else None,
+            operation=operation, api_server=api,
+        )
+
+    def debug(self) -> dict[str, Any]:
+        jobs = [jobs_mod.job_to_dict(r.job) for r in self.records.values()
+                if not self._finished(r)]
+        chan = self.channels.get(self.lock.locked_server or "")
+        return {
+            "affinity": self.options.affinity,
+            "clientId": self.client_id,
+            "lock": lock_mod.describe(self.lock) if self.options.affinity == "session" else None,
+            "lockedServer": self.lock.locked_server,
+            "heldBecause": lock_mod.why_held(self.lock),
+            "wsState": chan.state if chan else "closed",
+            "reconnectAttempts": chan.attempts if chan else 0,
+            "pendingTasks": jobs,
+            "sockets": {s: {"state": c.state, "attempts": c.attempts, "reconnects": c.reconnects}
+                        for s, c in self.channels.items()},
+            "servers": [self.server_status(s.url) for s in self.pool.specs],
+            "rules": [list(r) for r in lock_mod.RULES],
+            "lockLog": list(self.lock_log)[-20:],
+        }
+
+    def unlock_condition(self) -> dict[str, Any]:
+        check = lock_mod.can_unlock(self.lock)
+        return {
+            "canUnlock": check.can_unlock,
+            "pendingTasks": check.pending_tasks,
+            "lockedServer": check.locked_server,
+            "wsState": check.ws_state,
+            "reason": check.reason,
+        }
+
+    async def close(self) -> None:
+        for server in list(self.channels):
+            await self._close_channel(server)
+
+
+def summarize_exception(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, ComfyClientError):
+        return exc.to_dict()
+    return BadResponse(str(exc)).to_dict()

@@ -1,0 +1,127 @@
+"""Shared fixtures.
+
+- ``playwright_browsers`` (overrides pytest-pyodide's): launches Debian's Chromium, because
+  ``playwright install`` needs the internet; one browser for the whole run.
+- ``runtime`` / ``selenium_module_scope`` (override pytest-pyodide's module scope): boot
+  Pyodide once per run, not once per module.
+- ``devservers``: two ComfyUI-compatible dev server instances on 127.0.0.1 for the run.
+- ``dist_server`` / ``page``: dist/ served on 127.0.0.1 and one page that imported
+  ``web/comfyui.js`` (plain Playwright, the way the existing web client uses the module).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+for sub in ("py_src", "tests", "."):
+    if str(ROOT / sub) not in sys.path:
+        sys.path.insert(0, str(ROOT / sub))
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--js-flags=--expose-gc",
+]
+
+
+def _chromium_path() -> str:
+    return os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+
+
+@pytest.fixture(scope="session")
+def playwright_browsers(request):
+    if request.config.option.runner.lower() != "playwright":
+        yield {}
+        return
+    from playwright.sync_api import sync_playwright
+
+    path = _chromium_path()
+    if not Path(path).exists():
+        pytest.exit(f"Chromium not found at {path}: run `python3 build.py test`, which "
+                    "installs it, or set CHROMIUM_PATH", returncode=1)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+        try:
+            yield {"chrome": browser}
+        finally:
+            browser.close()
+
+
+@pytest.fixture(scope="session", params=["chrome"])
+def runtime(request):
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def selenium_module_scope(request, runtime, web_server_main, playwright_browsers):
+    from pytest_pyodide.fixture import selenium_common
+
+    with selenium_common(request, runtime, web_server_main, browsers=playwright_browsers) as sel:
+        yield sel
+
+
+@pytest.fixture(scope="session")
+def devservers():
+    """Two dev server instances, CORS open (the test pages live on other ports)."""
+    from comfyui_devserver import ServerGroup
+
+    with ServerGroup(count=2, cors_origin="*") as group:
+        yield group
+
+
+@pytest.fixture(scope="session")
+def dist_server():
+    import build
+
+    dist = ROOT / "dist"
+    if not (dist / "pyodide" / "pyodide-lock.json").exists():
+        pytest.exit("dist/ is not built: run `python3 build.py test`", returncode=1)
+    with build.StaticServer(dist) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def browser(playwright_browsers):
+    if "chrome" not in playwright_browsers:
+        pytest.skip("needs --runner playwright")
+    return playwright_browsers["chrome"]
+
+
+@pytest.fixture(scope="session")
+def booted_page(browser, dist_server):
+    """One page with ``comfyui.js`` imported and Python booted, shared by the page tests;
+    each test calls ``init()`` with the servers it needs."""
+    harness = ROOT / "dist" / "_harness.html"
+    harness.write_text(HARNESS)
+    context = browser.new_context()
+    page = context.new_page()
+    logs: list[str] = []
+    page.on("console", lambda msg: logs.append(f"{msg.type}: {msg.text}"))
+    page.goto(f"{dist_server.url}/_harness.html")
+    page.wait_for_function("window.harnessReady === true", timeout=60_000)
+    page.console_logs = logs  # type: ignore[attr-defined]
+    yield page
+    context.close()
+    harness.unlink(missing_ok=True)
+
+
+# A bare page that imports the module exactly as an existing web client would.
+HARNESS = """<!doctype html>
+<meta charset="utf-8"><title>comfyui.js test harness</title>
+<script type="module">
+  import * as comfy from "./web/comfyui.js";
+  window.comfy = comfy;
+  window.harnessReady = true;
+</script>
+"""

@@ -1,0 +1,179 @@
+// comfyui.js — the drop-in ES module for pools of ComfyUI servers.
+//
+// It keeps the function names of the old JavaScript services module, so an existing web
+// client only changes its import line. Underneath, every call goes to a Python client
+// (py_src/comfyui_client) running in Pyodide, which locks each job to one server for its
+// whole life. Every asset is found relative to this file (import.meta.url), so `dist/` can
+// be hosted anywhere; nothing is fetched from a CDN.
+
+const PYODIDE_DIR = new URL("../pyodide/", import.meta.url);
+const PACKAGE = "comfyui-client";
+
+/** Errors thrown by this module: `code` is stable, `server`/`promptId` say where. */
+export class ComfyUIError extends Error {
+  constructor(info) {
+    super(info.message);
+    this.name = info.name || "ComfyUIError";
+    this.code = info.code || "client_error";
+    this.server = info.server ?? null;
+    this.promptId = info.promptId ?? null;
+    this.hint = info.hint ?? null;
+    this.details = info.details ?? {};
+    this.summary = info.summary ?? info.message;
+  }
+}
+
+let bootPromise = null; // one interpreter per page, shared by every init()
+let bridge = null; // the Python-side API object (a PyProxy we keep for the page's life)
+export const bootTimings = {};
+
+async function describeBootFailure(err) {
+  // Name the asset that broke and how to fix it, instead of Pyodide's generic message.
+  const checks = [
+    ["pyodide.mjs", /javascript/],
+    ["pyodide.asm.mjs", /javascript/],
+    ["pyodide.asm.wasm", /application\/wasm/],
+    ["python_stdlib.zip", null],
+    ["pyodide-lock.json", /json/],
+  ];
+  for (const [name, mime] of checks) {
+    const url = new URL(name, PYODIDE_DIR).href;
+    let resp;
+    try {
+      resp = await fetch(url, { cache: "no-store" });
+    } catch (e) {
+      return `cannot fetch ${url} (${e.message}): serve the whole dist/ folder built by ` +
+        "`python3 build.py` and keep web/ and pyodide/ side by side";
+    }
+    if (!resp.ok) {
+      return `${url} answered HTTP ${resp.status}: run \`python3 build.py\` and serve the ` +
+        "whole dist/ folder (web/ and pyodide/ side by side)";
+    }
+    const type = resp.headers.get("content-type") || "";
+    if (mime && !mime.test(type)) {
+      return `${url} is served as "${type}", expected ${mime.source.replace(/\\/g, "")}: ` +
+        "configure your static server's MIME types (.wasm -> application/wasm, " +
+        ".mjs -> text/javascript)";
+    }
+    if (name === "pyodide-lock.json") {
+      const lock = await resp.json();
+      for (const pkg of Object.values(lock.packages || {})) {
+        const wurl = new URL(pkg.file_name, PYODIDE_DIR).href;
+        const w = await fetch(wurl, { cache: "no-store" });
+        if (!w.ok) {
+          return `${wurl} answered HTTP ${w.status}: the lockfile lists a wheel the server ` +
+            "does not have; rebuild with `python3 build.py` and redeploy dist/ whole";
+        }
+        const digest = await crypto.subtle.digest("SHA-256", await w.arrayBuffer());
+        const hex = [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+        if (hex !== pkg.sha256) {
+          return `${wurl} does not match the sha256 in pyodide-lock.json (integrity check ` +
+            "failed): the wheel and the lockfile come from different builds; redeploy dist/ " +
+            "from one `python3 build.py` run";
+        }
+      }
+    }
+  }
+  return null;
+}
+
+async function boot(options) {
+  const t0 = performance.now();
+  let pyodide;
+  try {
+    const { loadPyodide } = await import(new URL("pyodide.mjs", PYODIDE_DIR).href);
+    bootTimings.importLoader = performance.now() - t0;
+    pyodide = await loadPyodide({
+      indexURL: PYODIDE_DIR.href,
+      lockFileURL: new URL("pyodide-lock.json", PYODIDE_DIR).href,
+      packages: [PACKAGE, ...(options.extraPackages || [])],
+      fullStdLib: false,
+    });
+    bootTimings.loadPyodide = performance.now() - t0 - bootTimings.importLoader;
+  } catch (err) {
+    const why = await describeBootFailure(err).catch(() => null);
+    throw new ComfyUIError({
+      name: "BootError",
+      code: "boot_failed",
+      message: `comfyui.js could not start Python: ${why || err.message}`,
+      details: { cause: String(err && err.message) },
+    });
+  }
+  const t1 = performance.now();
+  const mod = pyodide.pyimport("comfyui_client._browser");
+  bridge = mod.create_bridge();
+  mod.destroy();
+  bootTimings.importClient = performance.now() - t1;
+  bootTimings.total = performance.now() - t0;
+  return { pyodide, bridge };
+}
+
+function ensureBoot(options = {}) {
+  if (!bootPromise) {
+    bootPromise = boot(options);
+    bootPromise.catch(() => {
+      bootPromise = null; // a failed boot may be retried after the fix
+    });
+  }
+  return bootPromise;
+}
+
+// Every call crosses into Python through here: Python answers a plain object
+// {ok, value} or {ok: false, error}, never a proxy, so nothing leaks and errors keep types.
+async function call(method, ...args) {
+  if (!bridge) {
+    throw new ComfyUIError({
+      name: "ConfigError",
+      code: "not_initialised",
+      message: `${method}() was called before init(): await init({servers: [...]}) first`,
+    });
+  }
+  const out = await bridge.call(method, args);
+  if (!out.ok) throw new ComfyUIError(out.error);
+  return out.value;
+}
+
+/** The Pyodide instance (for advanced use and tests). */
+export async function getPyodide() {
+  return (await ensureBoot()).pyodide;
+}
+
+/**
+ * Boot Python (once per page) and configure the pool.
+ * options: {servers: [url | {url, weight, label, token}], affinity: "session" | "job", ...}
+ */
+export async function init(options = {}) {
+  await ensureBoot(options);
+  return call("init", options);
+}
+
+export const getApiBaseUrl = (promptId) => call("getApiBaseUrl", promptId ?? null);
+export const ensureWebSocketConnection = (server) => call("ensureWebSocketConnection", server ?? null);
+export const uploadImageToComfyUI = (file, opts = {}) => call("uploadImageToComfyUI", file, opts);
+export const submitWorkflow = (workflow, opts = {}) => call("submitWorkflow", workflow, opts);
+export const waitForCompletion = (promptId, opts = {}) => call("waitForCompletion", promptId, opts);
+export const getTaskHistory = (promptId) => call("getTaskHistory", promptId);
+export const getGeneratedImage = (promptId) => call("getGeneratedImage", promptId);
+export const getImage = (filename, subfolder = "", type = "output", opts = {}) =>
+  call("getImage", filename, subfolder, type, opts);
+export const checkComfyUIServerStatus = () => call("checkComfyUIServerStatus");
+export const validateServerConsistency = (operation) => call("validateServerConsistency", operation ?? null);
+export const debugWebSocketLock = () => call("debugWebSocketLock");
+export const checkServerUnlockCondition = () => call("checkServerUnlockCondition");
+export const interrupt = (promptId) => call("interrupt", promptId);
+export const processImage = (workflow, file, opts = {}) => call("processImage", workflow, file, opts);
+export const runConsistencySelfTest = (opts = {}) => call("runConsistencySelfTest", opts);
+export const getJobs = () => call("getJobs");
+export const getAuditLog = (promptId) => call("getAuditLog", promptId ?? null);
+export const releaseTask = (promptId) => call("releaseTask", promptId);
+
+// The console helpers the old module exposed, for proving the lock from DevTools.
+if (typeof window !== "undefined") {
+  Object.assign(window, {
+    validateServerConsistency,
+    debugWebSocketLock,
+    getApiBaseUrl,
+    checkServerUnlockCondition,
+    runConsistencySelfTest,
+  });
+}

@@ -486,7 +486,12 @@ def main(argv: list[str] | None = None) -> None:
                             "(default 8; 0 = none, like a bare ComfyUI)")
     test = sub.add_parser("test", help="install what is missing and run every test")
     test.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed to pytest")
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["test"]:
+        # everything after "test" goes to pytest verbatim (argparse would eat "-q", "-k"...)
+        args = argparse.Namespace(command="test", pytest_args=argv[1:])
+    else:
+        args = parser.parse_args(argv)
     {"build": cmd_build, None: cmd_build, "serve": cmd_serve, "test": cmd_test}[args.command](args)
 
 

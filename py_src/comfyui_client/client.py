@@ -508,9 +508,9 @@ class PoolClient:
             server = pool_mod.server_key(server)
             if self.spec(server) is None:
                 raise InvalidInputError(f"{server} is not one of the configured servers")
-        if self.options.affinity == "session" and self.lock.locked_server not in (None, server):
+        session = self.options.affinity == "session"
+        if session and self.lock.locked_server not in (None, server):
             if lock_mod.can_unlock(self.lock).can_unlock:
-                await self._close_channel(self.lock.locked_server)
                 self._set_lock(lock_mod.on_ws_closed(self.lock), "lock moved")
             else:
                 raise ServerMismatch(
@@ -519,10 +519,17 @@ class PoolClient:
                     server=server,
                     details={"lockedServer": self.lock.locked_server, "apiServer": server},
                 )
+        if session:
+            # one WebSocket per page in session mode: idle sockets elsewhere are closed
+            for other in [s for s in self.channels if s != server]:
+                if not self._needs_socket(other):
+                    await self._close_channel(other)
         chan = self.channels.get(server)
         if chan is None or chan.closing:
             chan = self.channels[server] = ServerChannel(self, server)
         await chan.connect()
+        if session and self.lock.locked_server is None:
+            self._set_lock(lock_mod.on_ws_open(self.lock, server), "WebSocket open")
         return server
 
     async def _close_channel(self, server: str | None) -> None:
@@ -694,6 +701,11 @@ class PoolClient:
         """The task stops being pending: in session mode this may release the lock."""
         if self.options.affinity == "session":
             state, released = lock_mod.on_task_done(self.lock, rec.job.prompt_id)
+            if not state.pending and state.locked_server is not None:
+                # The last pending task ended: let go even though the socket stays open, so
+                # the next job selects again (an idle socket re-locks if it is selected).
+                state = lock_mod.on_ws_closed(state)
+                released = True
             self._set_lock(state, f"last pending task ended ({why})" if released else why)
         self._persist()
 
@@ -984,6 +996,8 @@ class PoolClient:
         if rec.job.state in jobs_mod.AWAITING_OUTPUTS:
             rec.job = jobs_mod.outputs_fetched(rec.job, now=self.env.wall_time())
             self._task_done(rec, "outputs fetched")
+            self._emit(rec.on_progress, {"event": "outputs_fetched",
+                                         **jobs_mod.job_to_dict(rec.job)})
         return images
 
     async def image(self, filename: str, subfolder: str, image_type: str, *,

@@ -1,0 +1,206 @@
+"""The drop-in module in a real page: ``web/comfyui.js`` -> Pyodide -> browser fetch/WebSocket
+-> two dev server instances on 127.0.0.1. Each test checks outcomes a user relies on: right
+pixels, every request of a job on one server (from the servers' own logs AND the client's
+audit trail), the lock's life, refusals, and errors that say what to do.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+INVERT = {
+    "1": {"class_type": "LoadImage", "inputs": {"image": "input.png"}},
+    "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+    "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "t"}},
+}
+
+# Runs N processImage calls at once; each input is a distinct solid colour so a job that got
+# another job's output is caught by its pixels. Returns plain data for the host to check.
+RUN_JOBS = """
+async ([workflow, colours, filename]) => {
+  const toPng = async (rgb) => {
+    const c = new OffscreenCanvas(16, 8);
+    const g = c.getContext("2d");
+    g.fillStyle = `rgb(${rgb[0]},${rgb[1]},${rgb[2]})`;
+    g.fillRect(0, 0, 16, 8);
+    return c.convertToBlob({ type: "image/png" });
+  };
+  const results = await Promise.all(colours.map(async (rgb) => {
+    const blob = await toPng(rgb);
+    const file = filename ? new File([blob], filename, { type: "image/png" }) : blob;
+    const events = [];
+    try {
+      const r = await window.comfy.processImage(workflow, file, {
+        onProgress: (p) => events.push(p.state),
+      });
+      const img = r.images[0];
+      const buf = new Uint8Array(await img.blob.arrayBuffer());
+      let bin = "";
+      for (const b of buf) bin += String.fromCharCode(b);
+      return { ok: true, promptId: r.promptId, server: r.server, png: btoa(bin),
+               url: img.url.startsWith("blob:"), events,
+               consistency: await window.comfy.validateServerConsistency() };
+    } catch (e) {
+      return { ok: false, code: e.code, message: e.message };
+    }
+  }));
+  return results;
+}
+"""
+
+
+def _pixel(png_b64: str) -> tuple[int, int, int]:
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(base64.b64decode(png_b64))).convert("RGB")
+    colours = img.getcolors()
+    assert colours is not None and len(colours) == 1, "output should be one solid colour"
+    return colours[0][1]
+
+
+def _init(page, servers, affinity="session"):
+    return page.evaluate(
+        "([servers, affinity]) => window.comfy.init({servers, affinity})", [servers, affinity]
+    )
+
+
+def _job_requests(group, index, prompt_id):
+    return [r for r in group.log(index) if r.get("prompt_id") == prompt_id]
+
+
+def _wait_unlocked(page):
+    page.wait_for_function(
+        "async () => (await window.comfy.checkServerUnlockCondition()).pendingTasks === 0",
+        timeout=10_000,
+    )
+
+
+def test_session_mode_job_stays_on_locked_server_and_lock_is_released(booted_page, devservers):
+    page = booted_page
+    servers = devservers.urls
+    summary = _init(page, servers, "session")
+    assert summary["servers"] == servers and summary["affinity"] == "session"
+
+    [res] = page.evaluate(RUN_JOBS, [INVERT, [[10, 200, 30]], "photo.png"])
+    assert res["ok"], res
+    assert _pixel(res["png"]) == (245, 55, 225)
+    assert res["url"] is True
+    assert res["events"][-1] == "succeeded"
+    assert res["consistency"]["consistent"] is True
+    assert res["consistency"]["violations"] == []
+
+    idx = servers.index(res["server"])
+    mine = _job_requests(devservers, idx, res["promptId"])
+    paths = {r["path"] for r in mine}
+    assert {"/upload/image", "/prompt", "/view"} <= paths or {"/prompt", "/view"} <= paths
+    assert _job_requests(devservers, 1 - idx, res["promptId"]) == []
+
+    audit = page.evaluate("(id) => window.comfy.getAuditLog(id)", res["promptId"])
+    assert {a["server"] for a in audit} == {res["server"]}
+    assert [a["path"].split("?")[0] for a in audit][:2] == ["/upload/image", "/prompt"]
+
+    _wait_unlocked(page)
+    cond = page.evaluate("() => window.checkServerUnlockCondition()")
+    assert cond["canUnlock"] is True and cond["pendingTasks"] == 0
+    debug = page.evaluate("() => window.debugWebSocketLock()")
+    assert any(e["event"] == "released" for e in debug["lockLog"])
+
+
+def test_ws_drop_mid_job_completes_on_same_server_with_lock_held(booted_page, devservers):
+    page = booted_page
+    servers = devservers.urls
+    _init(page, servers, "session")
+    locked = page.evaluate("async () => (await window.comfy.ensureWebSocketConnection()).server")
+    idx = servers.index(locked)
+    srv = devservers.servers[idx]
+    devservers.call(srv.faults.drop_ws, "executed")
+    try:
+        [res] = page.evaluate(RUN_JOBS, [INVERT, [[0, 0, 0]], "drop.png"])
+    finally:
+        devservers.call(srv.faults.clear)
+    assert res["ok"], res
+    assert res["server"] == locked
+    assert _pixel(res["png"]) == (255, 255, 255)
+    log = devservers.log(idx)
+    assert any(r["kind"] == "ws_drop" for r in log), "the fault should have dropped the socket"
+    assert _job_requests(devservers, 1 - idx, res["promptId"]) == []
+    debug = page.evaluate("() => window.debugWebSocketLock()")
+    assert debug["sockets"][locked]["reconnects"] >= 1, "the client reconnected to the same server"
+
+
+def test_mismatch_is_refused_naming_both_servers(booted_page, devservers):
+    page = booted_page
+    servers = devservers.urls
+    _init(page, servers, "session")
+    locked = page.evaluate("async () => (await window.comfy.ensureWebSocketConnection()).server")
+    other = servers[1 - servers.index(locked)]
+    before = len(devservers.log(1 - servers.index(locked)))
+    err = page.evaluate(
+        """async ([wf, other]) => {
+             try { await window.comfy.submitWorkflow(wf, {server: other}); return null; }
+             catch (e) { return {code: e.code, message: e.message}; } }""",
+        [INVERT, other],
+    )
+    assert err is not None and err["code"] == "server_mismatch"
+    assert locked in err["message"] and other in err["message"]
+    assert len(devservers.log(1 - servers.index(locked))) == before, "nothing was sent"
+
+
+def test_job_mode_spreads_concurrent_jobs_and_each_gets_its_own_output(booted_page, devservers):
+    page = booted_page
+    servers = devservers.urls
+    _init(page, servers, "job")
+    colours = [[i * 30, 255 - i * 30, (i * 70) % 256] for i in range(6)]
+    # the same file name for every job: outputs must still follow inputs
+    results = page.evaluate(RUN_JOBS, [INVERT, colours, "same-name.png"])
+    assert all(r["ok"] for r in results), results
+    for rgb, r in zip(colours, results, strict=True):
+        assert _pixel(r["png"]) == tuple(255 - c for c in rgb)
+        idx = servers.index(r["server"])
+        assert _job_requests(devservers, 1 - idx, r["promptId"]) == []
+        assert _job_requests(devservers, idx, r["promptId"])
+    assert {r["server"] for r in results} == set(servers), "work should use both servers"
+    report = page.evaluate("() => window.validateServerConsistency()")
+    assert report["consistent"] is True
+    _init(page, servers, "session")
+
+
+@pytest.mark.parametrize(
+    ("servers", "code", "needle"),
+    [
+        (["javascript:alert(1)"], "config_error", "http"),
+        ([], "config_error", "empty"),
+        (["http://127.0.0.1:1", "http://127.0.0.1:1/"], "config_error", "uplicate"),
+    ],
+)
+def test_bad_server_lists_are_rejected_clearly(booted_page, servers, code, needle):
+    err = booted_page.evaluate(
+        """async (servers) => {
+             try { await window.comfy.init({servers}); return null; }
+             catch (e) { return {code: e.code, message: e.message, name: e.name}; } }""",
+        servers,
+    )
+    assert err is not None, "init should have refused"
+    assert err["code"] == code
+    assert needle.lower() in err["message"].lower()
+
+
+def test_unreachable_server_is_reported_with_the_fix(booted_page, devservers):
+    page = booted_page
+    statuses = page.evaluate(
+        """async (servers) => { await window.comfy.init({servers});
+             return await window.comfy.checkComfyUIServerStatus(); }""",
+        [devservers.urls[0], "http://127.0.0.1:9"],
+    )
+    by = {s["server"]: s for s in statuses}
+    assert by[devservers.urls[0]]["status"] == "up"
+    assert by[devservers.urls[0]]["version"]
+    down = by["http://127.0.0.1:9"]
+    assert down["status"] == "down"
+    assert "--enable-cors-header" in down["error"]["message"]
+    _init(page, devservers.urls, "session")

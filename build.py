@@ -417,9 +417,21 @@ def parse_servers(value: str) -> list[str]:
     return urls
 
 
+def host_deps_present() -> bool:
+    """True when this interpreter can already run the dev server (aiohttp, Pillow)."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) for m in ("aiohttp", "PIL"))
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
-    ensure_venv_and_reexec()
-    build()
+    if args.servers is None and not host_deps_present():
+        ensure_venv_and_reexec()
+    if args.no_build:
+        if not (DIST / "pyodide" / "pyodide-lock.json").exists():
+            fail("--no-build given but dist/ is not built: run `python3 build.py` first")
+    else:
+        build()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -476,6 +488,8 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--port", type=int, default=8000, help="page port (default 8000)")
     serve.add_argument("--servers", type=parse_servers, default=None,
                        help="comma-separated ComfyUI base URLs; no dev servers are started")
+    serve.add_argument("--no-build", action="store_true",
+                       help="serve the existing dist/ as it is")
     serve.add_argument("--dev-servers", type=int, default=2,
                        help="how many dev server instances to start (default 2)")
     serve.add_argument("--node-delay", type=float, default=0.15,

@@ -125,3 +125,9 @@ HARNESS = """<!doctype html>
   window.harnessReady = true;
 </script>
 """
+
+
+def pytest_collection_modifyitems(config, items):
+    """Browser tests last: Playwright's sync API keeps an event loop running in the main
+    thread for the rest of the session, which would break host tests using asyncio.run."""
+    items.sort(key=lambda item: "/tests/browser/" in str(item.path).replace("\\", "/"))

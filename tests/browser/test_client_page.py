@@ -73,11 +73,22 @@ def _job_requests(group, index, prompt_id):
     return [r for r in group.log(index) if r.get("prompt_id") == prompt_id]
 
 
+def _poll(page, script, timeout_s=10.0):
+    """Evaluate an async predicate until it returns something truthy (Playwright's
+    wait_for_function treats a returned Promise as truthy, so it cannot await)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = page.evaluate(script)
+        if value:
+            return value
+        page.wait_for_timeout(50)
+    raise AssertionError(f"timed out waiting for: {script}; last value {value!r}")
+
+
 def _wait_unlocked(page):
-    page.wait_for_function(
-        "async () => (await window.comfy.checkServerUnlockCondition()).pendingTasks === 0",
-        timeout=10_000,
-    )
+    _poll(page, "async () => (await window.comfy.checkServerUnlockCondition()).pendingTasks === 0")
 
 
 def test_session_mode_job_stays_on_locked_server_and_lock_is_released(booted_page, devservers):
@@ -204,3 +215,87 @@ def test_unreachable_server_is_reported_with_the_fix(booted_page, devservers):
     assert down["status"] == "down"
     assert "--enable-cors-header" in down["error"]["message"]
     _init(page, devservers.urls, "session")
+
+
+def test_interrupt_running_job_ends_it_with_a_typed_error(booted_page, devservers):
+    page = booted_page
+    servers = devservers.urls
+    _init(page, servers, "session")
+    for srv in devservers.servers:
+        devservers.call(setattr, srv.faults, "node_delay_s", 0.4)
+    try:
+        page.evaluate(
+            """(wf) => { window.pending = (async () => {
+                 const c = new OffscreenCanvas(8, 8);
+                 c.getContext("2d").fillRect(0, 0, 4, 4);
+                 const blob = await c.convertToBlob({type: "image/png"});
+                 try { await window.comfy.processImage(wf, blob); return null; }
+                 catch (e) { return {code: e.code, message: e.message, promptId: e.promptId}; }
+               })(); }""",
+            INVERT,
+        )
+        running = _poll(page, """async () => (await window.comfy.getJobs())
+                                   .find((j) => j.state === "running") || null""")
+        out = page.evaluate("(id) => window.comfy.interrupt(id)", running["promptId"])
+        assert out["interrupted"] is True and out["server"] == running["server"]
+        err = page.evaluate("() => window.pending")
+    finally:
+        for srv in devservers.servers:
+            devservers.call(setattr, srv.faults, "node_delay_s", 0.0)
+    assert err is not None, "an interrupted job must not resolve as a success"
+    assert err["code"] == "job_interrupted"
+    assert err["promptId"] == running["promptId"]
+    _wait_unlocked(page)
+
+
+def test_consistency_self_test_runs_on_every_server(booted_page, devservers):
+    page = booted_page
+    _init(page, devservers.urls, "session")
+    report = page.evaluate("() => window.runConsistencySelfTest()")
+    assert report["ok"] is True, report
+    assert [s["server"] for s in report["servers"]] == devservers.urls
+    for i, entry in enumerate(report["servers"]):
+        assert entry["serversSeen"] == [devservers.urls[i]]
+        assert _job_requests(devservers, i, entry["promptId"])
+        assert _job_requests(devservers, 1 - i, entry["promptId"]) == []
+
+
+def test_second_init_reuses_the_interpreter(booted_page, devservers):
+    page = booted_page
+    same = page.evaluate(
+        """async (servers) => {
+             const a = await window.comfy.getPyodide();
+             a.runPython("import builtins; builtins._comfy_marker = 41 + 1");
+             await window.comfy.init({servers});
+             const b = await window.comfy.getPyodide();
+             return [a === b, b.runPython("import builtins; builtins._comfy_marker")];
+           }""",
+        devservers.urls,
+    )
+    assert same == [True, 42]
+
+
+def test_calls_before_or_with_bad_arguments_fail_with_clear_errors(booted_page, devservers):
+    page = booted_page
+    _init(page, devservers.urls, "session")
+    errs = page.evaluate(
+        """async () => {
+             const grab = async (f) => { try { await f(); return null; }
+                                         catch (e) { return {code: e.code, message: e.message}; } };
+             return {
+               notObject: await grab(() => window.comfy.submitWorkflow("nope")),
+               noClass: await grab(() => window.comfy.submitWorkflow({"1": {inputs: {}}})),
+               textFile: await grab(() => window.comfy.uploadImageToComfyUI(
+                   new Blob(["hello"], {type: "text/plain"}), {filename: "a.txt"})),
+               unknownPrompt: await grab(() => window.comfy.getTaskHistory("nope")),
+               badAffinity: await grab(() => window.comfy.init({servers: ["http://a:1"],
+                                                                affinity: "sticky"})),
+             };
+           }"""
+    )
+    assert errs["notObject"]["code"] == "invalid_input"
+    assert errs["noClass"]["code"] == "invalid_input" and "class_type" in errs["noClass"]["message"]
+    assert errs["textFile"]["code"] == "invalid_input" and "image" in errs["textFile"]["message"]
+    assert errs["unknownPrompt"]["code"] == "invalid_input"
+    assert errs["badAffinity"]["code"] == "config_error"
+    assert "session" in errs["badAffinity"]["message"]

@@ -90,6 +90,13 @@ async function boot(options) {
       fullStdLib: false,
     });
     bootTimings.loadPyodide = performance.now() - t0 - bootTimings.importLoader;
+    const t1 = performance.now();
+    // loadPyodide only logs a package that failed to load (404, integrity): the import
+    // below is what notices, so it sits inside the same diagnosis.
+    const mod = pyodide.pyimport("comfyui_client._browser");
+    bridge = mod.create_bridge();
+    mod.destroy();
+    bootTimings.importClient = performance.now() - t1;
   } catch (err) {
     const why = await describeBootFailure(err).catch(() => null);
     throw new ComfyUIError({
@@ -99,11 +106,6 @@ async function boot(options) {
       details: { cause: String(err && err.message) },
     });
   }
-  const t1 = performance.now();
-  const mod = pyodide.pyimport("comfyui_client._browser");
-  bridge = mod.create_bridge();
-  mod.destroy();
-  bootTimings.importClient = performance.now() - t1;
   bootTimings.total = performance.now() - t0;
   return { pyodide, bridge };
 }

@@ -281,15 +281,19 @@ class PageApi:
                 f"(LoadImage nodes: {', '.join(candidates) or 'none'})"
             )
         args = self._file_args(file, opts)
+        pid = _opt_str(opts, "promptId") or wf.new_prompt_id()
         if c.options.affinity == "session":
             await c.ensure_connection()
             server = c._server_for_new_job(None, None)
+            rec = c._new_record(pid, server, graph, opts)
         else:
+            # select and pin in one step (no await between), so concurrent calls see each
+            # other's in-flight jobs and spread out
             server = c.select()
-            await c.ensure_connection(server)
-        pid = _opt_str(opts, "promptId") or wf.new_prompt_id()
-        rec = c._new_record(pid, server, graph, opts)
+            rec = c._new_record(pid, server, graph, opts)
         try:
+            if c.options.affinity == "job":
+                await c.ensure_connection(server)
             unique = wf.unique_upload_name(args["filename"], pid)
             up = await c.upload(args["file"], filename=unique, overwrite=True,
                                 content_type=args["content_type"], size=args["size"], job=pid)

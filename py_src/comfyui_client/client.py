@@ -797,15 +797,21 @@ class PoolClient:
         if record is None:
             if self.options.affinity == "session":
                 await self.ensure_connection()
-            target = self._server_for_new_job(server, graph)
-            if self.options.affinity == "job":
-                await self.ensure_connection(target)
             pid = prompt_id or rq.new_prompt_id()
             if pid in self.records and not self._finished(self.records[pid]):
                 raise InvalidInputError(f"prompt id {pid} is already running on "
                                         f"{self.records[pid].job.server}")
+            # choose and pin without an await in between: concurrent submits then see each
+            # other as in-flight load
+            target = self._server_for_new_job(server, graph)
             record = self._new_record(pid, target, graph,
                                       {"onProgress": on_progress, "onPreview": on_preview})
+            if self.options.affinity == "job":
+                try:
+                    await self.ensure_connection(target)
+                except ComfyClientError as exc:
+                    self._fail(record, exc, "failed")
+                    raise
         pid, target = record.job.prompt_id, record.job.server
         record.workflow = graph
         record.job = jobs_mod.mark(record.job, "submitting", now=self.env.wall_time())

@@ -331,24 +331,22 @@ class PageApi:
         return {"ok": all(r.get("ok") for r in results), "servers": results}
 
     async def _self_test_one(self, c: PoolClient, server: str, png: bytes) -> dict[str, Any]:
-        if (c.options.affinity == "session" and c.lock.locked_server not in (None, server)
-                and not c.unlock_condition()["canUnlock"]):
-            return {"ok": None, "skipped": "session locked to another server with "
-                    "pending tasks; run again when idle"}
-        saved = c.options.affinity
-        c.options.affinity = "job"
+        # A job pinned to this server, outside the session lock: the self test must not move
+        # the lock or wait for it.
+        pid = wf.new_prompt_id()
+        rec = c._new_record(pid, server, None, {}, hold_lock=False)
         try:
-            await c.ensure_connection(server)
-            pid = wf.new_prompt_id()
-            rec = c._new_record(pid, server, None, {})
+            await c.open_channel(server, locks=False)
             up = await c.upload(png, filename=wf.unique_upload_name("selftest.png", pid),
                                 overwrite=True, job=pid, size=len(png))
             graph = wf.set_input(SELF_TEST_WORKFLOW, "1", "image", up["name"])
             await c.submit(graph, record=rec)
             await c.wait(pid)
             images = await c.fetch_outputs(pid, make_urls=False)
-        finally:
-            c.options.affinity = saved
+        except ComfyClientError as exc:
+            if not c._finished(rec):
+                c._fail(rec, exc, "failed")
+            raise
         servers = sorted({r.server for r in c.audit.records(job=pid)})
         return {"ok": servers == [server] and len(images) == 1, "promptId": pid,
                 "requests": len(c.audit.records(job=pid)), "serversSeen": servers}

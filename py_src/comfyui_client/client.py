@@ -152,6 +152,8 @@ class ServerChannel:
         self.feature_flags: dict[str, Any] = {}
         self.running_prompt: str | None = None
         self.closing = False
+        # False for sockets opened for job-pinned work outside the session lock (self test)
+        self.locks = True
 
     @property
     def is_open(self) -> bool:
@@ -353,12 +355,13 @@ class PoolClient:
         job: str | None,
         operation: str,
         timeout: float | None = None,
+        unlocked: bool = False,
     ) -> HttpResponse:
         """Send one request for ``server`` (and ``job``). Refuses a server that is not the
         job's pin; adds only this server's credentials; writes the audit record."""
         if job is not None:
             lock_mod.check_job_server(self.pins, job, operation, server)
-        elif self.options.affinity == "session":
+        elif self.options.affinity == "session" and not unlocked:
             lock_mod.check_consistency(self.lock, operation, server)
         spec = self.spec(server)
         headers: dict[str, str] = {}
@@ -415,10 +418,12 @@ class PoolClient:
         """GET /system_stats and /prompt on one server; updates its health."""
         started = self.env.now()
         try:
-            resp = await self._http(server, rq.system_stats(), job=None, operation="health check")
+            # health probes carry no job and change nothing: allowed to any server
+            resp = await self._http(server, rq.system_stats(), job=None,
+                                    operation="health check", unlocked=True)
             stats = self._parse(rs.parse_system_stats, resp, server, None)
             resp = await self._http(server, rq.get_prompt_queue(), job=None,
-                                    operation="health check")
+                                    operation="health check", unlocked=True)
             queue = self._parse(rs.parse_prompt_info, resp, server, None)
         except ServerMismatch:
             raise
@@ -436,17 +441,8 @@ class PoolClient:
         """Probe every configured server concurrently (no lock involved: a status check is
         not job work)."""
         servers = [s.url for s in self.pool.specs]
-        results = await asyncio.gather(*(self._probe_unlocked(s) for s in servers))
+        results = await asyncio.gather(*(self.probe(s) for s in servers))
         return list(results)
-
-    async def _probe_unlocked(self, server: str) -> dict[str, Any]:
-        # Health probes are allowed to any server: they carry no job and change nothing.
-        saved = self.options.affinity
-        try:
-            self.options.affinity = "job"
-            return await self.probe(server)
-        finally:
-            self.options.affinity = saved
 
     def server_status(self, server: str, error: ComfyClientError | None = None) -> dict[str, Any]:
         spec = self.spec(server)
@@ -524,13 +520,21 @@ class PoolClient:
             for other in [s for s in self.channels if s != server]:
                 if not self._needs_socket(other):
                     await self._close_channel(other)
-        chan = self.channels.get(server)
-        if chan is None or chan.closing:
-            chan = self.channels[server] = ServerChannel(self, server)
-        await chan.connect()
+        chan = await self.open_channel(server)
+        chan.locks = True
         if session and self.lock.locked_server is None:
             self._set_lock(lock_mod.on_ws_open(self.lock, server), "WebSocket open")
         return server
+
+    async def open_channel(self, server: str, *, locks: bool = True) -> ServerChannel:
+        """The WebSocket to ``server``, opened if needed, without touching the session lock
+        unless ``locks`` (used for job-pinned work such as the consistency self test)."""
+        chan = self.channels.get(server)
+        if chan is None or chan.closing:
+            chan = self.channels[server] = ServerChannel(self, server)
+            chan.locks = locks
+        await chan.connect()
+        return chan
 
     async def _close_channel(self, server: str | None) -> None:
         if server and server in self.channels:
@@ -565,7 +569,8 @@ class PoolClient:
     # ------------------------------------------------------------------ WS events
 
     def _on_ws_open(self, chan: ServerChannel) -> None:
-        if self.options.affinity == "session" and self.lock.locked_server in (None, chan.server):
+        if (self.options.affinity == "session" and chan.locks
+                and self.lock.locked_server in (None, chan.server)):
             self._set_lock(lock_mod.on_ws_open(self.lock, chan.server), "WebSocket opened")
 
     def _on_ws_closed(self, chan: ServerChannel, was_open: bool) -> None:
@@ -675,7 +680,8 @@ class PoolClient:
         return not jobs_mod.is_pending(rec.job)
 
     def _new_record(
-        self, prompt_id: str, server: str, workflow: Any, opts: dict[str, Any]
+        self, prompt_id: str, server: str, workflow: Any, opts: dict[str, Any],
+        *, hold_lock: bool = True,
     ) -> JobRecord:
         job = jobs_mod.new_job(prompt_id, server, now=self.env.wall_time(), workflow=workflow)
         rec = JobRecord(job=job, workflow=workflow)
@@ -685,7 +691,7 @@ class PoolClient:
         rec.last_message_at = self.env.now()
         self.records[prompt_id] = rec
         self.pins = self.pins.pin(prompt_id, server)
-        if self.options.affinity == "session":
+        if self.options.affinity == "session" and hold_lock:
             self._set_lock(lock_mod.on_task_pending(self.lock, prompt_id), "task pending")
         self._persist()
         self._trim_records()
@@ -699,7 +705,7 @@ class PoolClient:
 
     def _task_done(self, rec: JobRecord, why: str) -> None:
         """The task stops being pending: in session mode this may release the lock."""
-        if self.options.affinity == "session":
+        if self.options.affinity == "session" and rec.job.prompt_id in self.lock.pending:
             state, released = lock_mod.on_task_done(self.lock, rec.job.prompt_id)
             if not state.pending and state.locked_server is not None:
                 # The last pending task ended: let go even though the socket stays open, so

@@ -214,6 +214,9 @@ def test_unreachable_server_is_reported_with_the_fix(booted_page, devservers):
     down = by["http://127.0.0.1:9"]
     assert down["status"] == "down"
     assert "--enable-cors-header" in down["error"]["message"]
+    # a status check of every server is not job work: the session mode stays as configured
+    debug = page.evaluate("() => window.debugWebSocketLock()")
+    assert debug["affinity"] == "session"
     _init(page, devservers.urls, "session")
 
 

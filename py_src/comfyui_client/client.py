@@ -286,6 +286,8 @@ class PoolClient:
         self.uploads: dict[str, str] = {}  # uploaded file name -> server it lives on
         self.lock_log: deque[dict[str, Any]] = deque(maxlen=200)
         self.unknown_types: set[str] = set()
+        self.reprobes: dict[str, asyncio.Task] = {}
+        self.closed = False
         self.client_id = self._load_client_id()
 
     # ------------------------------------------------------------------ identity, persistence
@@ -411,6 +413,27 @@ class PoolClient:
             server, now=self.env.now(), reason=reason, backoff=self.options.reconnect,
             rand=self.env.random(),
         )
+        self._schedule_reprobe(server)
+
+    def _schedule_reprobe(self, server: str) -> None:
+        """A down server is probed again when its backoff expires, so it comes back into
+        selection by itself (one task per server, ended by ``close``)."""
+        task = self.reprobes.get(server)
+        if self.closed or (task is not None and not task.done()):
+            return
+        self.reprobes[server] = asyncio.ensure_future(self._reprobe_loop(server))
+
+    async def _reprobe_loop(self, server: str) -> None:
+        while not self.closed and self.spec(server) is not None:
+            health = self.pool.health_of(server)
+            if health is None or health.state != "down":
+                return
+            await self.env.sleep(max(0.0, health.next_probe_at - self.env.now()))
+            if self.closed:
+                return
+            self.reprobes.pop(server, None)  # probe() may reschedule on failure
+            await self.probe(server)
+            return
 
     # ------------------------------------------------------------------ health
 
@@ -428,7 +451,8 @@ class PoolClient:
         except ServerMismatch:
             raise
         except ComfyClientError as exc:
-            self._mark_down(server, exc.message)
+            if exc.code not in ("server_unreachable", "cross_origin_blocked"):
+                self._mark_down(server, exc.message)  # (_http already marked those)
             return self.server_status(server, error=exc)
         latency = (self.env.now() - started) * 1000.0
         self.pool = self.pool.probe_ok(
@@ -1087,6 +1111,10 @@ class PoolClient:
         }
 
     async def close(self) -> None:
+        self.closed = True
+        for task in self.reprobes.values():
+            task.cancel()
+        self.reprobes.clear()
         for server in list(self.channels):
             await self._close_channel(server)
 

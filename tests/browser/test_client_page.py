@@ -302,3 +302,19 @@ def test_calls_before_or_with_bad_arguments_fail_with_clear_errors(booted_page, 
     assert errs["unknownPrompt"]["code"] == "invalid_input"
     assert errs["badAffinity"]["code"] == "config_error"
     assert "session" in errs["badAffinity"]["message"]
+
+
+def test_failed_server_is_marked_down_then_reprobed_with_backoff(booted_page, devservers):
+    from comfyui_devserver import RouteFault
+
+    page = booted_page
+    _init(page, devservers.urls, "session")
+    srv = devservers.servers[1]
+    devservers.call(srv.faults.route_faults.__setitem__, "/system_stats",
+                    RouteFault(503, "busy", remaining=1))
+    statuses = page.evaluate("() => window.comfy.checkComfyUIServerStatus()")
+    down = next(s for s in statuses if s["server"] == devservers.urls[1])
+    assert down["status"] == "down" and "503" in down["reason"]
+    # nobody asks again: the client's own backoff re-probe brings it back
+    _poll(page, """async () => (await window.debugWebSocketLock()).servers
+                     .every((s) => s.status === "up")""", timeout_s=15)

@@ -701,7 +701,9 @@ class PoolClient:
     # ------------------------------------------------------------------ jobs
 
     def _finished(self, rec: JobRecord) -> bool:
-        return not jobs_mod.is_pending(rec.job)
+        """Terminal (outputs fetched, failed...) or released by the caller. A job being
+        uploaded is not finished: it counts as load and keeps its server's socket."""
+        return rec.job.released or jobs_mod.is_terminal(rec.job)
 
     def _new_record(
         self, prompt_id: str, server: str, workflow: Any, opts: dict[str, Any],

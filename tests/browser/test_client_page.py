@@ -30,8 +30,9 @@ async ([workflow, colours, filename]) => {
     g.fillRect(0, 0, 16, 8);
     return c.convertToBlob({ type: "image/png" });
   };
-  const results = await Promise.all(colours.map(async (rgb) => {
-    const blob = await toPng(rgb);
+  // make every input first, then start all jobs in the same tick: truly concurrent
+  const blobs = await Promise.all(colours.map(toPng));
+  const results = await Promise.all(blobs.map(async (blob) => {
     const file = filename ? new File([blob], filename, { type: "image/png" }) : blob;
     const events = [];
     try {

@@ -68,7 +68,6 @@ class ClientOptions:
     reconnect: Backoff = field(default_factory=Backoff)
     max_audit: int = 5000
     max_events_per_job: int = 500
-    probe_interval_s: float = 30.0
     client_id: str | None = None
     persist: bool = True
 
@@ -83,7 +82,6 @@ class ClientOptions:
             "stallCheck": "stall_check_s",
             "historyRetries": "history_retries",
             "maxAudit": "max_audit",
-            "probeInterval": "probe_interval_s",
             "clientId": "client_id",
             "persist": "persist",
         }

@@ -62,6 +62,8 @@ MIME = {
     ".png": "image/png",
 }
 CHROMIUM = "/usr/bin/chromium"
+# Modules of the package that only make sense on the host (they import aiohttp).
+HOST_ONLY = {"_host.py"}
 
 
 def log(msg: str) -> None:
@@ -211,7 +213,7 @@ def build_own_wheel(out_dir: Path) -> Path:
     src = ROOT / "py_src" / pkg
     files: list[tuple[str, bytes]] = []
     for path in sorted(src.rglob("*.py")):
-        if "__pycache__" in path.parts:
+        if "__pycache__" in path.parts or path.name in HOST_ONLY:
             continue
         files.append((path.relative_to(ROOT / "py_src").as_posix(), path.read_bytes()))
     metadata = (

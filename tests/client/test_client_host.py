@@ -1,0 +1,161 @@
+"""The whole client (lock, pins, reconnects, lifecycle) in plain CPython: ``PoolClient`` over
+the host transport against two dev server instances on 127.0.0.1. The browser tests prove the
+same paths through fetch/WebSocket; these pin down the orchestration rules quickly."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+import pytest
+from PIL import Image
+
+from comfyui_client._host import HostTransport
+from comfyui_client.client import SESSION_KEY, ClientOptions, PoolClient
+from comfyui_client.errors import ServerMismatch
+from comfyui_devserver import DevServer
+
+INVERT = {
+    "1": {"class_type": "LoadImage", "inputs": {"image": "x.png"}},
+    "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+    "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "h"}},
+}
+
+
+def _png(rgb: tuple[int, int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), rgb).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+async def _servers(n=2, **kw):
+    servers = [DevServer(name=f"s{i}", **kw) for i in range(n)]
+    for s in servers:
+        await s.start()
+    return servers
+
+
+async def _process(client: PoolClient, rgb, name="in.png"):
+    """processImage's steps through the client: upload -> submit -> wait -> outputs."""
+    from comfyui_client.api import PageApi
+
+    api = PageApi(client.env)
+    api.client = client
+    return await api.js_processImage(INVERT, _png(rgb), {"filename": name})
+
+
+def _colour(item) -> tuple[int, int, int]:
+    return Image.open(io.BytesIO(item["blob"])).convert("RGB").getpixel((0, 0))
+
+
+def test_session_lock_holds_through_a_ws_drop_and_is_released_after_the_last_task():
+    async def main():
+        a, b = await _servers()
+        try:
+            async with HostTransport() as env:
+                c = PoolClient(env, [a.url, b.url], ClientOptions(affinity="session"))
+                a.faults.drop_ws("executing", 2)  # mid-job, after the first node started
+                res = await _process(c, (10, 20, 30))
+                assert res["server"] == a.url
+                assert _colour(res["images"][0]) == (245, 235, 225)
+                assert any(r["kind"] == "ws_drop" for r in a.request_log)
+                assert c.channels[a.url].reconnects >= 1
+                assert not [r for r in b.request_log if r.get("prompt_id") == res["promptId"]]
+                assert c.lock.locked_server is None and not c.lock.pending
+                assert [e["event"] for e in c.lock_log][-1] == "released"
+                assert c.consistency()["consistent"] is True
+                await c.close()
+        finally:
+            for s in (a, b):
+                await s.stop()
+
+    run(main())
+
+
+def test_session_refuses_a_call_for_another_server_while_locked():
+    async def main():
+        a, b = await _servers()
+        try:
+            async with HostTransport() as env:
+                c = PoolClient(env, [a.url, b.url], ClientOptions(affinity="session"))
+                await c.ensure_connection()
+                assert c.lock.locked_server == a.url
+                before = len(b.request_log)
+                with pytest.raises(ServerMismatch) as err:
+                    await c.upload(_png((1, 2, 3)), filename="x.png", server=b.url)
+                assert a.url in str(err.value) and b.url in str(err.value)
+                assert len(b.request_log) == before
+                await c.close()
+        finally:
+            for s in (a, b):
+                await s.stop()
+
+    run(main())
+
+
+def test_job_mode_pins_concurrent_jobs_to_both_servers_with_their_own_outputs():
+    async def main():
+        a, b = await _servers()
+        try:
+            async with HostTransport() as env:
+                c = PoolClient(env, [a.url, b.url], ClientOptions(affinity="job"))
+                colours = [(i * 40, 200 - i * 20, 7 * i) for i in range(6)]
+                results = await asyncio.gather(*(_process(c, rgb, "same.png") for rgb in colours))
+                for rgb, res in zip(colours, results, strict=True):
+                    assert _colour(res["images"][0]) == tuple(255 - v for v in rgb)
+                    other = b if res["server"] == a.url else a
+                    assert not [r for r in other.request_log
+                                if r.get("prompt_id") == res["promptId"]]
+                assert {r["server"] for r in results} == {a.url, b.url}
+                assert c.consistency()["consistent"] is True
+                await c.close()
+        finally:
+            for s in (a, b):
+                await s.stop()
+
+    run(main())
+
+
+def test_client_id_and_unfinished_jobs_persist_in_session_storage():
+    async def main():
+        a, b = await _servers()
+        try:
+            async with HostTransport() as env:
+                c1 = PoolClient(env, [a.url, b.url])
+                c2 = PoolClient(env, [a.url, b.url])  # a reload of the same tab
+                assert c1.client_id == c2.client_id
+                assert SESSION_KEY in env.storage.data
+                await c1.close()
+                await c2.close()
+        finally:
+            for s in (a, b):
+                await s.stop()
+
+    run(main())
+
+
+def test_empty_history_right_after_success_is_retried():
+    async def main():
+        from comfyui_devserver import RouteFault
+
+        (a,) = await _servers(1)
+        try:
+            async with HostTransport() as env:
+                c = PoolClient(env, [a.url])
+                # the first two history reads answer {} as a server does between
+                # execution_success and writing the history entry
+                a.faults.route_faults["/history/*"] = RouteFault(
+                    200, "{}", content_type="application/json", remaining=2)
+                res = await _process(c, (0, 0, 0))
+                assert _colour(res["images"][0]) == (255, 255, 255)
+                reads = [r for r in a.request_log if r["path"].startswith("/history/")]
+                assert len(reads) >= 3, "both empty answers were retried"
+                await c.close()
+        finally:
+            await a.stop()
+
+    run(main())

@@ -131,6 +131,9 @@ class PageApi:
                 return self._summary(changes)
         else:
             self.client = PoolClient(self.env, servers, parsed)
+            # a reload: jobs the previous page left in flight are picked up again
+            revived = await self.client.reattach()
+            return self._summary({"reattached": revived})
         return self._summary({})
 
     def _summary(self, changes: dict[str, Any]) -> dict[str, Any]:

@@ -285,6 +285,8 @@ class PoolClient:
         self.lock_log: deque[dict[str, Any]] = deque(maxlen=200)
         self.unknown_types: set[str] = set()
         self.reprobes: dict[str, asyncio.Task] = {}
+        self.background: set[asyncio.Future] = set()
+        self.done_pins: dict[str, str] = {}
         self.closed = False
         self.client_id = self._load_client_id()
 
@@ -307,9 +309,66 @@ class PoolClient:
         if not self.options.persist:
             return
         pins = {pid: rec.job.server for pid, rec in self.records.items() if not self._finished(rec)}
+        done = dict(self.done_pins)
+        for pid, rec in self.records.items():
+            if self._finished(rec):
+                done[pid] = rec.job.server
+        done = dict(list(done.items())[-200:])
         self.env.storage_set(
-            SESSION_KEY, json.dumps({"clientId": client_id or self.client_id, "jobs": pins})
+            SESSION_KEY,
+            json.dumps({"clientId": client_id or self.client_id, "jobs": pins, "done": done}),
         )
+
+    def _saved_state(self) -> dict[str, Any]:
+        raw = self.env.storage_get(SESSION_KEY) if self.options.persist else None
+        try:
+            data = json.loads(raw) if raw else {}
+        except ValueError:
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    async def reattach(self) -> list[str]:
+        """After a page reload: re-pin the jobs the last page left in flight (and the servers
+        of finished ones, so their history and images are still fetched from the right
+        place), reconnect to their servers and learn what happened meanwhile."""
+        saved = self._saved_state()
+        done = saved.get("done") if isinstance(saved.get("done"), dict) else {}
+        for pid, server in done.items():
+            if isinstance(pid, str) and isinstance(server, str) and pid not in self.pins:
+                self.pins = self.pins.pin(pid, server)
+                self.done_pins[pid] = server
+        jobs = saved.get("jobs") if isinstance(saved.get("jobs"), dict) else {}
+        revived = []
+        for pid, server in jobs.items():
+            if not (isinstance(pid, str) and isinstance(server, str)) or pid in self.records:
+                continue
+            try:
+                if self.options.affinity == "session":
+                    await self.ensure_connection(server)
+                else:
+                    await self.open_channel(server)
+            except ComfyClientError as exc:
+                self._log(f"could not reattach job {pid} on {server}: {exc}")
+                continue
+            rec = self._new_record(pid, server, None, {})
+            rec.job = jobs_mod.mark(rec.job, "submitting", now=self.env.wall_time())
+            rec.job = jobs_mod.submitted(rec.job, now=self.env.wall_time())
+            revived.append(pid)
+            task = asyncio.ensure_future(self._finish_reattached(rec))
+            self.background.add(task)
+            task.add_done_callback(self.background.discard)
+        for server in {self.records[p].job.server for p in revived}:
+            await self._reconcile(server)
+        return revived
+
+    async def _finish_reattached(self, rec: JobRecord) -> None:
+        """Nobody on the new page awaits a reattached job: once the server is done with it,
+        release it so it stops holding the lock; its outputs stay fetchable by id."""
+        assert rec.done is not None
+        with contextlib.suppress(ComfyClientError):
+            await self.wait(rec.job.prompt_id)
+        if not self._finished(rec):
+            self.release(rec.job.prompt_id)
 
     def origin_hint(self) -> str:
         return self.env.page_origin() or "<this page's origin>"
@@ -886,6 +945,12 @@ class PoolClient:
 
     def record_of(self, prompt_id: str) -> JobRecord:
         rec = self.records.get(prompt_id)
+        if rec is None and prompt_id in self.done_pins:
+            # a job finished before a page reload: known server, nothing in flight
+            job = jobs_mod.new_job(prompt_id, self.done_pins[prompt_id],
+                                   now=self.env.wall_time())
+            rec = JobRecord(job=jobs_mod.released(job, now=self.env.wall_time()))
+            self.records[prompt_id] = rec
         if rec is None:
             raise InvalidInputError(
                 f"unknown prompt id {prompt_id!r}",

@@ -159,3 +159,42 @@ def test_empty_history_right_after_success_is_retried():
             await a.stop()
 
     run(main())
+
+
+def test_a_reload_reattaches_jobs_in_flight_and_remembers_finished_ones():
+    async def main():
+        from comfyui_client import jobs as jobs_mod
+
+        a, b = await _servers(node_delay_s=0.3)
+        try:
+            async with HostTransport() as env:
+                # page 1: one finished job, one still running when the page "reloads"
+                p1 = PoolClient(env, [a.url, b.url], ClientOptions(affinity="job"))
+                finished = await _process(p1, (1, 2, 3))
+                up = await p1.upload(_png((9, 9, 9)), filename="r.png", server=b.url)
+                graph = {**INVERT, "1": {"class_type": "LoadImage",
+                                         "inputs": {"image": up["name"]}}}
+                rec = await p1.submit(graph, server=b.url)
+                pid = rec.job.prompt_id
+                await p1.close()  # the tab reloads: sockets gone, nothing awaited
+
+                p2 = PoolClient(env, [a.url, b.url], ClientOptions(affinity="job"))
+                assert p2.client_id == p1.client_id
+                revived = await p2.reattach()
+                assert revived == [pid]
+                assert p2.api_base(pid) == b.url
+                done = await p2.wait(pid)
+                assert done.job.state in jobs_mod.AWAITING_OUTPUTS | {"succeeded"}
+                images = await p2.fetch_outputs(pid, make_urls=False)
+                assert _colour(images[0]) == (246, 246, 246)
+                # a job finished before the reload is still fetched from its own server
+                assert p2.api_base(finished["promptId"]) == finished["server"]
+                again = await p2.fetch_outputs(finished["promptId"], make_urls=False)
+                assert _colour(again[0]) == (254, 253, 252)
+                assert p2.consistency()["consistent"] is True
+                await p2.close()
+        finally:
+            for s in (a, b):
+                await s.stop()
+
+    run(main())

@@ -905,13 +905,7 @@ class PoolClient:
         record.workflow = graph
         record.job = jobs_mod.mark(record.job, "submitting", now=self.env.wall_time())
         try:
-            resp = await self._http(
-                target,
-                rq.post_prompt(graph, client_id=self.client_id, prompt_id=pid),
-                job=pid,
-                operation="submit",
-            )
-            accepted = self._parse(rs.parse_prompt_response, resp, target, pid)
+            accepted = await self._post_prompt(target, graph, pid)
         except ComfyClientError as exc:
             self._fail(record, exc, "rejected" if exc.code == "invalid_workflow" else "failed")
             raise
@@ -922,6 +916,30 @@ class PoolClient:
                                         now=self.env.wall_time())
         self._emit(record.on_progress, {"event": "queued", **jobs_mod.job_to_dict(record.job)})
         return record
+
+    async def _post_prompt(self, target: str, graph: dict[str, Any], pid: str) -> Any:
+        """POST /prompt, retried once when it may not have reached ComfyUI (no answer, or a
+        proxy's 502/503/504) — but only after asking the server whether it already knows our
+        client-chosen id, so a retry never creates a second job."""
+        req = rq.post_prompt(graph, client_id=self.client_id, prompt_id=pid)
+        for attempt in range(2):
+            try:
+                resp = await self._http(target, req, job=pid, operation="submit")
+                if resp.status not in (502, 503, 504) or attempt == 1:
+                    return self._parse(rs.parse_prompt_response, resp, target, pid)
+            except ServerUnreachable:
+                if attempt == 1:
+                    raise
+            await self.env.sleep(self.options.reconnect.delay(1, self.env.random()))
+            if await self._server_knows(target, pid):
+                return rs.PromptAccepted(prompt_id=pid, number=None, node_errors={})
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _server_knows(self, server: str, pid: str) -> bool:
+        resp = await self._http(server, rq.get_queue(), job=pid, operation="submit check")
+        if self._parse(rs.parse_queue, resp, server, pid).contains(pid):
+            return True
+        return await self.history(pid, retry=False) is not None
 
     def _adopt(self, rec: JobRecord, new_id: str) -> JobRecord:
         old = rec.job.prompt_id

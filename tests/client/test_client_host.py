@@ -198,3 +198,48 @@ def test_a_reload_reattaches_jobs_in_flight_and_remembers_finished_ones():
                 await s.stop()
 
     run(main())
+
+
+def test_submit_lost_at_a_proxy_is_retried_once_with_the_same_id_and_no_duplicate():
+    async def main():
+        from comfyui_devserver import RouteFault
+
+        (a,) = await _servers(1)
+        try:
+            async with HostTransport() as env:
+                c = PoolClient(env, [a.url])
+                a.faults.route_faults["/prompt"] = RouteFault.proxy_html(502, 1)
+                res = await _process(c, (100, 100, 100))
+                assert _colour(res["images"][0]) == (155, 155, 155)
+                posts = [r for r in a.request_log
+                         if r["method"] == "POST" and r["path"] == "/prompt"]
+                assert [r["status"] for r in posts] == [502, 200]
+                assert a.prompt_counts == {res["promptId"]: 1}, "one job, not two"
+                await c.close()
+        finally:
+            await a.stop()
+
+    run(main())
+
+
+def test_a_502_that_persists_fails_the_job_with_a_clear_error():
+    async def main():
+        from comfyui_client.errors import BadResponse
+        from comfyui_devserver import RouteFault
+
+        (a,) = await _servers(1)
+        try:
+            async with HostTransport() as env:
+                c = PoolClient(env, [a.url])
+                a.faults.route_faults["/prompt"] = RouteFault.proxy_html(502, 5)
+                with pytest.raises(BadResponse) as err:
+                    await _process(c, (1, 1, 1))
+                assert "502" in str(err.value) and a.url in str(err.value)
+                assert "HTML" in str(err.value)
+                assert not a.prompt_counts
+                assert c.lock.locked_server is None, "a failed job does not keep the lock"
+                await c.close()
+        finally:
+            await a.stop()
+
+    run(main())

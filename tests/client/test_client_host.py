@@ -5,6 +5,7 @@ same paths through fetch/WebSocket; these pin down the orchestration rules quick
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 
 import pytest
@@ -39,6 +40,18 @@ async def _servers(n=2, **kw):
     return servers
 
 
+@contextlib.asynccontextmanager
+async def _env_and_servers(n=2, **kw):
+    """A host transport and ``n`` fresh dev servers, stopped afterwards."""
+    servers = await _servers(n, **kw)
+    try:
+        async with HostTransport() as env:
+            yield env, tuple(servers)
+    finally:
+        for s in servers:
+            await s.stop()
+
+
 async def _process(client: PoolClient, rgb, name="in.png"):
     """processImage's steps through the client: upload -> submit -> wait -> outputs."""
     from comfyui_client.api import PageApi
@@ -54,86 +67,66 @@ def _colour(item) -> tuple[int, int, int]:
 
 def test_session_lock_holds_through_a_ws_drop_and_is_released_after_the_last_task():
     async def main():
-        a, b = await _servers()
-        try:
-            async with HostTransport() as env:
-                c = PoolClient(env, [a.url, b.url], ClientOptions(affinity="session"))
-                a.faults.drop_ws("executing", 2)  # mid-job, after the first node started
-                res = await _process(c, (10, 20, 30))
-                assert res["server"] == a.url
-                assert _colour(res["images"][0]) == (245, 235, 225)
-                assert any(r["kind"] == "ws_drop" for r in a.request_log)
-                assert c.channels[a.url].reconnects >= 1
-                assert not [r for r in b.request_log if r.get("prompt_id") == res["promptId"]]
-                assert c.lock.locked_server is None and not c.lock.pending
-                assert [e["event"] for e in c.lock_log][-1] == "released"
-                assert c.consistency()["consistent"] is True
-                await c.close()
-        finally:
-            for s in (a, b):
-                await s.stop()
+        async with _env_and_servers() as (env, (a, b)):
+            c = PoolClient(env, [a.url, b.url], ClientOptions(affinity="session"))
+            a.faults.drop_ws("executing", 2)  # mid-job, after the first node started
+            res = await _process(c, (10, 20, 30))
+            assert res["server"] == a.url
+            assert _colour(res["images"][0]) == (245, 235, 225)
+            assert any(r["kind"] == "ws_drop" for r in a.request_log)
+            assert c.channels[a.url].reconnects >= 1
+            assert not [r for r in b.request_log if r.get("prompt_id") == res["promptId"]]
+            assert c.lock.locked_server is None and not c.lock.pending
+            assert [e["event"] for e in c.lock_log][-1] == "released"
+            assert c.consistency()["consistent"] is True
+            await c.close()
 
     run(main())
 
 
 def test_session_refuses_a_call_for_another_server_while_locked():
     async def main():
-        a, b = await _servers()
-        try:
-            async with HostTransport() as env:
-                c = PoolClient(env, [a.url, b.url], ClientOptions(affinity="session"))
-                await c.ensure_connection()
-                assert c.lock.locked_server == a.url
-                before = len(b.request_log)
-                with pytest.raises(ServerMismatch) as err:
-                    await c.upload(_png((1, 2, 3)), filename="x.png", server=b.url)
-                assert a.url in str(err.value) and b.url in str(err.value)
-                assert len(b.request_log) == before
-                await c.close()
-        finally:
-            for s in (a, b):
-                await s.stop()
+        async with _env_and_servers() as (env, (a, b)):
+            c = PoolClient(env, [a.url, b.url], ClientOptions(affinity="session"))
+            await c.ensure_connection()
+            assert c.lock.locked_server == a.url
+            before = len(b.request_log)
+            with pytest.raises(ServerMismatch) as err:
+                await c.upload(_png((1, 2, 3)), filename="x.png", server=b.url)
+            assert a.url in str(err.value) and b.url in str(err.value)
+            assert len(b.request_log) == before
+            await c.close()
 
     run(main())
 
 
 def test_job_mode_pins_concurrent_jobs_to_both_servers_with_their_own_outputs():
     async def main():
-        a, b = await _servers()
-        try:
-            async with HostTransport() as env:
-                c = PoolClient(env, [a.url, b.url], ClientOptions(affinity="job"))
-                colours = [(i * 40, 200 - i * 20, 7 * i) for i in range(6)]
-                results = await asyncio.gather(*(_process(c, rgb, "same.png") for rgb in colours))
-                for rgb, res in zip(colours, results, strict=True):
-                    assert _colour(res["images"][0]) == tuple(255 - v for v in rgb)
-                    other = b if res["server"] == a.url else a
-                    assert not [r for r in other.request_log
-                                if r.get("prompt_id") == res["promptId"]]
-                assert {r["server"] for r in results} == {a.url, b.url}
-                assert c.consistency()["consistent"] is True
-                await c.close()
-        finally:
-            for s in (a, b):
-                await s.stop()
+        async with _env_and_servers() as (env, (a, b)):
+            c = PoolClient(env, [a.url, b.url], ClientOptions(affinity="job"))
+            colours = [(i * 40, 200 - i * 20, 7 * i) for i in range(6)]
+            results = await asyncio.gather(*(_process(c, rgb, "same.png") for rgb in colours))
+            for rgb, res in zip(colours, results, strict=True):
+                assert _colour(res["images"][0]) == tuple(255 - v for v in rgb)
+                other = b if res["server"] == a.url else a
+                assert not [r for r in other.request_log
+                            if r.get("prompt_id") == res["promptId"]]
+            assert {r["server"] for r in results} == {a.url, b.url}
+            assert c.consistency()["consistent"] is True
+            await c.close()
 
     run(main())
 
 
 def test_client_id_and_unfinished_jobs_persist_in_session_storage():
     async def main():
-        a, b = await _servers()
-        try:
-            async with HostTransport() as env:
-                c1 = PoolClient(env, [a.url, b.url])
-                c2 = PoolClient(env, [a.url, b.url])  # a reload of the same tab
-                assert c1.client_id == c2.client_id
-                assert SESSION_KEY in env.storage.data
-                await c1.close()
-                await c2.close()
-        finally:
-            for s in (a, b):
-                await s.stop()
+        async with _env_and_servers() as (env, (a, b)):
+            c1 = PoolClient(env, [a.url, b.url])
+            c2 = PoolClient(env, [a.url, b.url])  # a reload of the same tab
+            assert c1.client_id == c2.client_id
+            assert SESSION_KEY in env.storage.data
+            await c1.close()
+            await c2.close()
 
     run(main())
 
@@ -142,21 +135,17 @@ def test_empty_history_right_after_success_is_retried():
     async def main():
         from comfyui_devserver import RouteFault
 
-        (a,) = await _servers(1)
-        try:
-            async with HostTransport() as env:
-                c = PoolClient(env, [a.url])
-                # the first two history reads answer {} as a server does between
-                # execution_success and writing the history entry
-                a.faults.route_faults["/history/*"] = RouteFault(
-                    200, "{}", content_type="application/json", remaining=2)
-                res = await _process(c, (0, 0, 0))
-                assert _colour(res["images"][0]) == (255, 255, 255)
-                reads = [r for r in a.request_log if r["path"].startswith("/history/")]
-                assert len(reads) >= 3, "both empty answers were retried"
-                await c.close()
-        finally:
-            await a.stop()
+        async with _env_and_servers(1) as (env, (a,)):
+            c = PoolClient(env, [a.url])
+            # the first two history reads answer {} as a server does between
+            # execution_success and writing the history entry
+            a.faults.route_faults["/history/*"] = RouteFault(
+                200, "{}", content_type="application/json", remaining=2)
+            res = await _process(c, (0, 0, 0))
+            assert _colour(res["images"][0]) == (255, 255, 255)
+            reads = [r for r in a.request_log if r["path"].startswith("/history/")]
+            assert len(reads) >= 3, "both empty answers were retried"
+            await c.close()
 
     run(main())
 
@@ -165,37 +154,32 @@ def test_a_reload_reattaches_jobs_in_flight_and_remembers_finished_ones():
     async def main():
         from comfyui_client import jobs as jobs_mod
 
-        a, b = await _servers(node_delay_s=0.3)
-        try:
-            async with HostTransport() as env:
-                # page 1: one finished job, one still running when the page "reloads"
-                p1 = PoolClient(env, [a.url, b.url], ClientOptions(affinity="job"))
-                finished = await _process(p1, (1, 2, 3))
-                up = await p1.upload(_png((9, 9, 9)), filename="r.png", server=b.url)
-                graph = {**INVERT, "1": {"class_type": "LoadImage",
-                                         "inputs": {"image": up["name"]}}}
-                rec = await p1.submit(graph, server=b.url)
-                pid = rec.job.prompt_id
-                await p1.close()  # the tab reloads: sockets gone, nothing awaited
+        async with _env_and_servers(node_delay_s=0.3) as (env, (a, b)):
+            # page 1: one finished job, one still running when the page "reloads"
+            p1 = PoolClient(env, [a.url, b.url], ClientOptions(affinity="job"))
+            finished = await _process(p1, (1, 2, 3))
+            up = await p1.upload(_png((9, 9, 9)), filename="r.png", server=b.url)
+            graph = {**INVERT, "1": {"class_type": "LoadImage",
+                                     "inputs": {"image": up["name"]}}}
+            rec = await p1.submit(graph, server=b.url)
+            pid = rec.job.prompt_id
+            await p1.close()  # the tab reloads: sockets gone, nothing awaited
 
-                p2 = PoolClient(env, [a.url, b.url], ClientOptions(affinity="job"))
-                assert p2.client_id == p1.client_id
-                revived = await p2.reattach()
-                assert revived == [pid]
-                assert p2.api_base(pid) == b.url
-                done = await p2.wait(pid)
-                assert done.job.state in jobs_mod.AWAITING_OUTPUTS | {"succeeded"}
-                images = await p2.fetch_outputs(pid, make_urls=False)
-                assert _colour(images[0]) == (246, 246, 246)
-                # a job finished before the reload is still fetched from its own server
-                assert p2.api_base(finished["promptId"]) == finished["server"]
-                again = await p2.fetch_outputs(finished["promptId"], make_urls=False)
-                assert _colour(again[0]) == (254, 253, 252)
-                assert p2.consistency()["consistent"] is True
-                await p2.close()
-        finally:
-            for s in (a, b):
-                await s.stop()
+            p2 = PoolClient(env, [a.url, b.url], ClientOptions(affinity="job"))
+            assert p2.client_id == p1.client_id
+            revived = await p2.reattach()
+            assert revived == [pid]
+            assert p2.api_base(pid) == b.url
+            done = await p2.wait(pid)
+            assert done.job.state in jobs_mod.AWAITING_OUTPUTS | {"succeeded"}
+            images = await p2.fetch_outputs(pid, make_urls=False)
+            assert _colour(images[0]) == (246, 246, 246)
+            # a job finished before the reload is still fetched from its own server
+            assert p2.api_base(finished["promptId"]) == finished["server"]
+            again = await p2.fetch_outputs(finished["promptId"], make_urls=False)
+            assert _colour(again[0]) == (254, 253, 252)
+            assert p2.consistency()["consistent"] is True
+            await p2.close()
 
     run(main())
 
@@ -204,20 +188,16 @@ def test_submit_lost_at_a_proxy_is_retried_once_with_the_same_id_and_no_duplicat
     async def main():
         from comfyui_devserver import RouteFault
 
-        (a,) = await _servers(1)
-        try:
-            async with HostTransport() as env:
-                c = PoolClient(env, [a.url])
-                a.faults.route_faults["/prompt"] = RouteFault.proxy_html(502, 1)
-                res = await _process(c, (100, 100, 100))
-                assert _colour(res["images"][0]) == (155, 155, 155)
-                posts = [r for r in a.request_log
-                         if r["method"] == "POST" and r["path"] == "/prompt"]
-                assert [r["status"] for r in posts] == [502, 200]
-                assert a.prompt_counts == {res["promptId"]: 1}, "one job, not two"
-                await c.close()
-        finally:
-            await a.stop()
+        async with _env_and_servers(1) as (env, (a,)):
+            c = PoolClient(env, [a.url])
+            a.faults.route_faults["/prompt"] = RouteFault.proxy_html(502, 1)
+            res = await _process(c, (100, 100, 100))
+            assert _colour(res["images"][0]) == (155, 155, 155)
+            posts = [r for r in a.request_log
+                     if r["method"] == "POST" and r["path"] == "/prompt"]
+            assert [r["status"] for r in posts] == [502, 200]
+            assert a.prompt_counts == {res["promptId"]: 1}, "one job, not two"
+            await c.close()
 
     run(main())
 
@@ -227,19 +207,15 @@ def test_a_502_that_persists_fails_the_job_with_a_clear_error():
         from comfyui_client.errors import BadResponse
         from comfyui_devserver import RouteFault
 
-        (a,) = await _servers(1)
-        try:
-            async with HostTransport() as env:
-                c = PoolClient(env, [a.url])
-                a.faults.route_faults["/prompt"] = RouteFault.proxy_html(502, 5)
-                with pytest.raises(BadResponse) as err:
-                    await _process(c, (1, 1, 1))
-                assert "502" in str(err.value) and a.url in str(err.value)
-                assert "HTML" in str(err.value)
-                assert not a.prompt_counts
-                assert c.lock.locked_server is None, "a failed job does not keep the lock"
-                await c.close()
-        finally:
-            await a.stop()
+        async with _env_and_servers(1) as (env, (a,)):
+            c = PoolClient(env, [a.url])
+            a.faults.route_faults["/prompt"] = RouteFault.proxy_html(502, 5)
+            with pytest.raises(BadResponse) as err:
+                await _process(c, (1, 1, 1))
+            assert "502" in str(err.value) and a.url in str(err.value)
+            assert "HTML" in str(err.value)
+            assert not a.prompt_counts
+            assert c.lock.locked_server is None, "a failed job does not keep the lock"
+            await c.close()
 
     run(main())

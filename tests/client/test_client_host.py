@@ -219,3 +219,25 @@ def test_a_502_that_persists_fails_the_job_with_a_clear_error():
             await c.close()
 
     run(main())
+
+
+def test_a_server_that_dies_mid_job_ends_it_with_server_lost_by_the_deadline():
+    async def main():
+        from comfyui_client.errors import ServerLost
+
+        async with _env_and_servers(1, node_delay_s=0.5) as (env, (a,)):
+            opts = ClientOptions(affinity="job", job_deadline_s=1.0, stall_check_s=0.3)
+            c = PoolClient(env, [a.url], opts)
+            job = asyncio.ensure_future(_process(c, (5, 5, 5)))
+            while not any(r.job.state == "running" for r in c.records.values()):
+                await asyncio.sleep(0.02)
+            await a.stop()  # killed mid-job: no close handshake for its jobs
+            with pytest.raises(ServerLost) as err:
+                await asyncio.wait_for(job, 15)
+            assert a.url in str(err.value)
+            [rec] = c.records.values()
+            assert rec.job.state == "server_lost"
+            assert not c.lock.pending
+            await c.close()
+
+    run(main())

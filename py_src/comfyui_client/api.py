@@ -296,7 +296,7 @@ class PageApi:
             rec = c._new_record(pid, server, graph, opts)
         try:
             if c.options.affinity == "job":
-                await c.ensure_connection(server)
+                await c.connect_for_job(rec)
             unique = wf.unique_upload_name(args["filename"], pid)
             up = await c.upload(args["file"], filename=unique, overwrite=True,
                                 content_type=args["content_type"], size=args["size"], job=pid)

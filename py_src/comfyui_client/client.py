@@ -65,6 +65,8 @@ class ClientOptions:
     # with no WS message for this long, a running job is checked over HTTP
     stall_check_s: float = 15.0
     history_retries: int = 8
+    # how often a job without a live WebSocket is polled over HTTP
+    poll_interval_s: float = 1.0
     reconnect: Backoff = field(default_factory=Backoff)
     max_audit: int = 5000
     max_events_per_job: int = 500
@@ -81,6 +83,7 @@ class ClientOptions:
             "jobDeadline": "job_deadline_s",
             "stallCheck": "stall_check_s",
             "historyRetries": "history_retries",
+            "pollInterval": "poll_interval_s",
             "maxAudit": "max_audit",
             "clientId": "client_id",
             "persist": "persist",
@@ -896,11 +899,7 @@ class PoolClient:
             record = self._new_record(pid, target, graph,
                                       {"onProgress": on_progress, "onPreview": on_preview})
             if self.options.affinity == "job":
-                try:
-                    await self.ensure_connection(target)
-                except ComfyClientError as exc:
-                    self._fail(record, exc, "failed")
-                    raise
+                await self.connect_for_job(record)
         pid, target = record.job.prompt_id, record.job.server
         record.workflow = graph
         record.job = jobs_mod.mark(record.job, "submitting", now=self.env.wall_time())
@@ -916,6 +915,26 @@ class PoolClient:
                                         now=self.env.wall_time())
         self._emit(record.on_progress, {"event": "queued", **jobs_mod.job_to_dict(record.job)})
         return record
+
+    async def connect_for_job(self, rec: JobRecord) -> None:
+        """Job mode: the socket to the job's server. When the socket cannot open but HTTP
+        answers (a proxy that blocks WebSockets), the job still runs: its state is polled
+        and progress is reported as coarse states. Otherwise the job fails."""
+        server = rec.job.server
+        try:
+            await self.ensure_connection(server)
+            return
+        except ComfyClientError as exc:
+            ws_error = exc
+        try:
+            resp = await self._http(server, rq.get_prompt_queue(), job=rec.job.prompt_id,
+                                    operation="polling fallback")
+            self._parse(rs.parse_prompt_info, resp, server, rec.job.prompt_id)
+        except ComfyClientError:
+            self._fail(rec, ws_error, "failed")
+            raise ws_error from None
+        self._log(f"WebSocket to {server} unavailable ({ws_error.message}); "
+                  f"job {rec.job.prompt_id} continues by polling")
 
     async def _post_prompt(self, target: str, graph: dict[str, Any], pid: str) -> Any:
         """POST /prompt, retried once when it may not have reached ComfyUI (no answer, or a
@@ -982,8 +1001,12 @@ class PoolClient:
         rec = self.record_of(prompt_id)
         assert rec.done is not None
         while not rec.done.done():
+            chan = self.channels.get(rec.job.server)
+            # without a live socket nothing will tell us: poll over HTTP at a faster pace
+            live = chan is not None and chan.state == "open"
+            interval = self.options.stall_check_s if live else self.options.poll_interval_s
             try:
-                await asyncio.wait_for(asyncio.shield(rec.done), self.options.stall_check_s)
+                await asyncio.wait_for(asyncio.shield(rec.done), interval)
             except TimeoutError:
                 await self._check_stalled(rec)
         if rec.error is not None:
@@ -1021,13 +1044,19 @@ class PoolClient:
         """No WS message for a while: ask the server over HTTP instead of guessing."""
         server, pid = rec.job.server, rec.job.prompt_id
         chan = self.channels.get(server)
-        if chan is not None and chan.unreachable_since is not None:
-            self._expire_jobs_on(server, chan.unreachable_since)
-            return
         try:
             entry = await self.history(pid, retry=False)
         except ComfyClientError:
+            # neither socket nor HTTP: the deadline clock runs
+            if chan is not None:
+                if chan.unreachable_since is None:
+                    chan.unreachable_since = self.env.now()
+                self._expire_jobs_on(server, chan.unreachable_since)
             return
+        if chan is not None and chan.state != "open":
+            # HTTP answers, only the socket is gone (a proxy blocking WebSockets): the job
+            # goes on by polling and the ServerLost deadline does not run
+            chan.unreachable_since = None
         if entry is not None:
             rec.history = entry
             self._finish_from_history(rec, entry)
@@ -1037,6 +1066,12 @@ class PoolClient:
             queue = self._parse(rs.parse_queue, resp, server, pid)
         except ComfyClientError:
             return
+        if pid in queue.running and rec.job.state in ("queued", "submitting"):
+            # what execution_start would have said over the socket
+            rec.job = jobs_mod.apply_event(
+                rec.job, ev.ExecutionStart(prompt_id=pid, timestamp=None),
+                now=self.env.wall_time())
+            self._emit(rec.on_progress, {"event": "polled", **jobs_mod.job_to_dict(rec.job)})
         if not queue.contains(pid):
             # Neither queued nor in history: one last history read covers the write race.
             entry = await self.history(pid, retry=True)

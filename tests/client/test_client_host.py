@@ -241,3 +241,20 @@ def test_a_server_that_dies_mid_job_ends_it_with_server_lost_by_the_deadline():
             await c.close()
 
     run(main())
+
+
+def test_job_mode_completes_by_polling_when_websockets_are_blocked():
+    async def main():
+        from comfyui_devserver import RouteFault
+
+        async with _env_and_servers(1, node_delay_s=0.2) as (env, (a,)):
+            # a proxy that refuses the WebSocket upgrade but passes plain HTTP
+            a.faults.route_faults["/ws"] = RouteFault(403, "websockets disabled")
+            c = PoolClient(env, [a.url], ClientOptions(affinity="job", poll_interval_s=0.1))
+            res = await _process(c, (50, 60, 70))
+            assert _colour(res["images"][0]) == (205, 195, 185)
+            assert not [r for r in a.request_log if r["kind"] == "ws"], "no socket was ever open"
+            assert any(r["path"] == "/queue" for r in a.request_log), "progress came from polling"
+            await c.close()
+
+    run(main())

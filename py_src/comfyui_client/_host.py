@@ -61,7 +61,12 @@ class HostSocket:
             # keep a reference until sent: a bare task may be garbage-collected mid-flight
             task = asyncio.ensure_future(self._ws.send_str(text))
             self._sends.add(task)
-            task.add_done_callback(self._sends.discard)
+            task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Future) -> None:
+        self._sends.discard(task)
+        if not task.cancelled():
+            task.exception()  # a send racing a close is not an error worth reporting
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         self._state = "closing" if self._state == "open" else self._state

@@ -242,7 +242,8 @@ class ServerChannel:
         client = self.client
         if self.unreachable_since is None:
             self.unreachable_since = client.env.now()
-        while not self.closing and client._needs_socket(self.server):
+        while (not self.closing and client._needs_socket(self.server)
+               and self.state != "open"):
             self.attempts += 1
             delay = client.options.reconnect.delay(self.attempts, client.env.random())
             self.state = "reconnecting"
@@ -257,7 +258,8 @@ class ServerChannel:
                 client._expire_jobs_on(self.server, self.unreachable_since)
                 continue
             await client._reconcile(self.server)
-            return
+            # the loop condition looks again: a socket the server closed right after
+            # opening (some versions do, once) is reopened too
         if self.state != "open":
             self.state = "closed"
 

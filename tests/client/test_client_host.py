@@ -258,3 +258,18 @@ def test_job_mode_completes_by_polling_when_websockets_are_blocked():
             await c.close()
 
     run(main())
+
+
+def test_a_reopened_socket_the_server_rejects_once_is_reopened_again():
+    async def main():
+        async with _env_and_servers(1, node_delay_s=0.1) as (env, (a,)):
+            c = PoolClient(env, [a.url], ClientOptions(affinity="session"))
+            a.faults.drop_ws("executing", 1)
+            a.faults.reject_ws_reopen_once = True
+            res = await _process(c, (30, 30, 30))
+            assert _colour(res["images"][0]) == (225, 225, 225)
+            assert c.channels[a.url].reconnects >= 2, "rejected once, then reopened"
+            assert a.prompt_counts == {res["promptId"]: 1}
+            await c.close()
+
+    run(main())

@@ -262,7 +262,9 @@ def test_job_mode_completes_by_polling_when_websockets_are_blocked():
 
 def test_a_reopened_socket_the_server_rejects_once_is_reopened_again():
     async def main():
-        async with _env_and_servers(1, node_delay_s=0.1) as (env, (a,)):
+        # nodes slow enough (3 x 0.6 s) that the job is still running through both
+        # reconnects (each waits at most 0.5 s with the default backoff)
+        async with _env_and_servers(1, node_delay_s=0.6) as (env, (a,)):
             c = PoolClient(env, [a.url], ClientOptions(affinity="session"))
             a.faults.drop_ws("executing", 1)
             a.faults.reject_ws_reopen_once = True

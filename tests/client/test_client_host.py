@@ -275,3 +275,45 @@ def test_a_reopened_socket_the_server_rejects_once_is_reopened_again():
             await c.close()
 
     run(main())
+
+
+def test_each_server_gets_only_its_own_credentials_and_logs_never_show_them():
+    class Recording(HostTransport):
+        def __init__(self):
+            super().__init__()
+            self.sent: list[tuple[str, dict]] = []
+            self.sockets: list[str] = []
+
+        async def request(self, base, req, *, extra_headers, timeout):
+            self.sent.append((base, dict(extra_headers)))
+            return await super().request(base, req, extra_headers=extra_headers,
+                                         timeout=timeout)
+
+        def open_socket(self, url, handlers):
+            self.sockets.append(url)
+            return super().open_socket(url, handlers)
+
+    async def main():
+        a, b = await _servers()
+        try:
+            async with Recording() as env:
+                servers = [{"url": a.url, "token": "alpha-secret"},
+                           {"url": b.url, "token": "beta-secret"}]
+                c = PoolClient(env, servers, ClientOptions(affinity="job"))
+                results = await asyncio.gather(*(_process(c, (i, i, i)) for i in range(4)))
+                assert {r["server"] for r in results} == {a.url, b.url}
+                for base, headers in env.sent:
+                    want = "alpha-secret" if base == a.url else "beta-secret"
+                    assert headers.get("Authorization") == f"Bearer {want}"
+                for url in env.sockets:
+                    port = a.url.rsplit(":", 1)[1] if "alpha" in url else b.url.rsplit(":", 1)[1]
+                    assert f":{port}/" in url and url.count("secret") == 1
+                shown = repr(c.debug()) + repr([r.to_dict() for r in c.audit.records()])
+                shown += repr(c.consistency()) + repr(c.server_status(a.url))
+                assert "secret" not in shown
+                await c.close()
+        finally:
+            for s in (a, b):
+                await s.stop()
+
+    run(main())

@@ -217,7 +217,8 @@ class PageApi:
         c = self._client()
         pid = self._pid(prompt_id)
         entry = await c.history(pid, retry=False)
-        return entry.raw if entry is not None else {}
+        # the server's own shape, as the old module returned it: {prompt_id: entry} or {}
+        return {pid: entry.raw} if entry is not None else {}
 
     async def js_getGeneratedImage(self, prompt_id: Any) -> list[dict[str, Any]]:
         return await self._client().fetch_outputs(self._pid(prompt_id))

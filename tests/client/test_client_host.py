@@ -317,3 +317,39 @@ def test_each_server_gets_only_its_own_credentials_and_logs_never_show_them():
                 await s.stop()
 
     run(main())
+
+
+@pytest.mark.parametrize("affinity", ["session", "job"])
+def test_old_step_by_step_calls_keep_one_job_on_one_server(affinity):
+    """The old module's flow: upload, then submit a workflow naming the uploaded file, then
+    wait, history and images — the submit follows the upload's server in both modes."""
+    from comfyui_client.api import PageApi
+
+    async def main():
+        async with _env_and_servers() as (env, (a, b)):
+            api = PageApi(env)
+            await api.js_init({"servers": [a.url, b.url], "affinity": affinity})
+            # make the second server the less loaded one for job mode's selection
+            api.client.pool = api.client.pool.queue_update(a.url, 3)
+            up = await api.js_uploadImageToComfyUI(_png((40, 80, 120)), {"filename": "s.png"})
+            graph = {**INVERT, "1": {"class_type": "LoadImage", "inputs": {"image": up["name"]}}}
+            # job mode: make the OTHER server look idler now; the submit must still follow
+            # the file, not the selection
+            other = a.url if up["server"] == b.url else b.url
+            api.client.pool = api.client.pool.queue_update(up["server"], 5)
+            api.client.pool = api.client.pool.queue_update(other, 0)
+            sub = await api.js_submitWorkflow(graph)
+            assert sub["server"] == up["server"]
+            done = await api.js_waitForCompletion(sub["promptId"])
+            assert done["state"] in ("fetching_outputs", "succeeded")
+            history = await api.js_getTaskHistory(sub["promptId"])
+            assert sub["promptId"] in history
+            images = await api.js_getGeneratedImage(sub["promptId"])
+            assert _colour(images[0]) == (215, 175, 135)
+            other_srv = a if other == a.url else b
+            assert not [r for r in other_srv.request_log
+                        if r.get("prompt_id") == sub["promptId"]]
+            assert (await api.js_validateServerConsistency())["consistent"] is True
+            await api.client.close()
+
+    run(main())

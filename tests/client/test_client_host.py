@@ -353,3 +353,25 @@ def test_old_step_by_step_calls_keep_one_job_on_one_server(affinity):
             await api.client.close()
 
     run(main())
+
+
+def test_reconfiguring_the_pool_keeps_jobs_in_flight_on_their_server():
+    async def main():
+        async with _env_and_servers(node_delay_s=0.3) as (env, (a, b)):
+            c = PoolClient(env, [a.url, b.url], ClientOptions(affinity="job"))
+            c.pool = c.pool.queue_update(a.url, 4)  # steer the first job to b
+            first = asyncio.ensure_future(_process(c, (0, 0, 255)))
+            while not any(r.job.state == "running" for r in c.records.values()):
+                await asyncio.sleep(0.02)
+            changes = c.reconfigure([a.url])  # b removed while its job runs
+            assert changes["removed"] == [b.url]
+            res = await first
+            assert res["server"] == b.url
+            assert _colour(res["images"][0]) == (255, 255, 0)
+            assert c.pool.select().url == a.url
+            later = await _process(c, (255, 0, 0))
+            assert later["server"] == a.url
+            assert c.consistency()["consistent"] is True
+            await c.close()
+
+    run(main())

@@ -247,6 +247,11 @@ class BrowserTransport:
     def make_blob(self, data: bytes, content_type: str) -> Any:
         return js.Blob.new(to_js([to_js(data)]), to_plain_js({"type": content_type}))
 
+    def make_blob_from_view(self, view: Any, content_type: str) -> Any:
+        """A Blob from a JS view of a preview frame: the image bytes stay in JS, never copied
+        into the wasm heap (the Blob constructor copies inside JS only)."""
+        return js.Blob.new(to_js([view]), to_plain_js({"type": content_type}))
+
     def object_url(self, blob: Any) -> str:
         return str(js.URL.createObjectURL(blob))
 

@@ -1,6 +1,7 @@
 // The demo page: a user's view of the pool client. Everything a server sends is rendered
 // with textContent (never innerHTML), so a hostile server cannot inject markup.
 import * as comfy from "./comfyui.js";
+import { t, setLang, getLang, errorText, applyStatic } from "./i18n.js";
 
 const $ = (sel) => document.querySelector(sel);
 const WORKFLOWS = {
@@ -47,7 +48,7 @@ async function loadConfig() {
 
 async function reinit() {
   if (!state.servers.length) {
-    text($("#run-msg"), "Add a ComfyUI server to start.");
+    text($("#run-msg"), t("add_first"));
     return;
   }
   await comfy.init({ servers: state.servers, affinity: state.affinity });
@@ -58,8 +59,7 @@ async function reinit() {
 }
 
 function explain(err) {
-  if (!err) return "";
-  return err.hint ? `${err.message}` : err.message;
+  return errorText(err);
 }
 
 async function refreshServers() {
@@ -78,11 +78,11 @@ async function refreshServers() {
     dot.setAttribute("aria-hidden", "true");
     li.append(dot, make("span", "url", s.server));
     li.append(make("span", "meta", s.status === "up"
-      ? `up · ${s.version || "?"} · queue ${s.queueRemaining ?? "?"} · ${Math.round(s.latencyMs || 0)} ms`
+      ? t("up_meta", { version: s.version || "?", queue: s.queueRemaining ?? "?", ms: Math.round(s.latencyMs || 0) })
       : `${s.status}${s.error ? " · " + s.error.message : ""}`));
-    const rm = make("button", "remove", "Remove");
+    const rm = make("button", "remove", t("remove"));
     rm.type = "button";
-    rm.setAttribute("aria-label", `Remove ${s.server}`);
+    rm.setAttribute("aria-label", t("remove_label", { url: s.server }));
     rm.addEventListener("click", async () => {
       state.servers = state.servers.filter((u) => u.replace(/\/+$/, "") !== s.server);
       try { await reinit(); } catch (err) { text($("#run-msg"), explain(err)); }
@@ -97,7 +97,7 @@ async function refreshLock() {
   if (!state.servers.length) return;
   try {
     const d = await comfy.debugWebSocketLock();
-    text($("#lock-server"), d.lockedServer || (state.affinity === "job" ? "per job" : "none"));
+    text($("#lock-server"), d.lockedServer || (state.affinity === "job" ? t("per_job") : t("none")));
     text($("#lock-why"), d.heldBecause);
     text($("#lock-ws"), `${d.wsState}${d.reconnectAttempts ? ` (reconnect attempt ${d.reconnectAttempts})` : ""}`);
   } catch (_) { /* not initialised yet */ }
@@ -107,7 +107,7 @@ function currentWorkflow() {
   const which = $("#workflow").value;
   if (which !== "custom") return structuredClone(WORKFLOWS[which]);
   const raw = $("#custom-json").value.trim();
-  if (!raw) throw new Error("Paste an API-format workflow (File → Export (API) in ComfyUI).");
+  if (!raw) throw Object.assign(new Error(t("paste_wf")), { code: "invalid_workflow" });
   return JSON.parse(raw);
 }
 
@@ -140,13 +140,15 @@ async function testImage() {
 function addJobCard(label) {
   const li = $("#job-tpl").content.firstElementChild.cloneNode(true);
   text(li.querySelector(".job-title"), label);
-  text(li.querySelector(".job-state"), "starting");
+  applyStatic(li);
+  text(li.querySelector(".job-state"), t("starting"));
   $("#jobs").prepend(li);
   return li;
 }
 
 function onProgress(card, started) {
   return (p) => {
+    if (card.dataset.done) return; // a late event must not overwrite the final state
     text(card.querySelector(".job-server"), p.server);
     text(card.querySelector(".job-state"), p.state);
     card.dataset.promptId = p.promptId;
@@ -178,7 +180,7 @@ async function showAudit(card, promptId) {
 
 async function runOne(file, index) {
   const started = performance.now();
-  const card = addJobCard(`Job ${index + 1} · ${$("#workflow").selectedOptions[0].textContent}`);
+  const card = addJobCard(t("job", { n: index + 1, wf: $("#workflow").selectedOptions[0].textContent }));
   card.querySelector(".job-cancel").addEventListener("click", async () => {
     if (card.dataset.promptId) {
       try { await comfy.interrupt(card.dataset.promptId); } catch (err) { text($("#run-msg"), explain(err)); }
@@ -191,15 +193,15 @@ async function runOne(file, index) {
       onPreview: onPreview(card),
     });
     card.dataset.state = "succeeded";
-    text(card.querySelector(".job-state"), "done");
+    text(card.querySelector(".job-state"), t("done"));
     card.querySelector(".job-progress").value = 1;
     const box = card.querySelector(".job-results");
     for (const im of result.images) {
       const fig = make("figure");
       const img = make("img", "result");
       img.src = im.url;
-      img.alt = `result ${im.filename}`;
-      const a = make("a", null, `Download ${im.filename}`);
+      img.alt = t("result_alt", { name: im.filename });
+      const a = make("a", null, t("download", { name: im.filename }));
       a.href = im.url;
       a.download = im.filename;
       fig.append(img, make("figcaption", null, `${im.filename} · ${result.server}`), a);
@@ -208,12 +210,14 @@ async function runOne(file, index) {
     await showAudit(card, result.promptId);
   } catch (err) {
     card.dataset.state = "failed";
-    text(card.querySelector(".job-state"), err.code || "error");
+    text(card.querySelector(".job-state"), `${t("failed")} · ${err.code || "error"}`);
+    card.dataset.code = err.code || "error";
     const p = card.querySelector(".job-error");
     text(p, explain(err));
     p.hidden = false;
     if (card.dataset.promptId) await showAudit(card, card.dataset.promptId).catch(() => {});
   } finally {
+    card.dataset.done = "true";
     text(card.querySelector(".job-time"), `${((performance.now() - started) / 1000).toFixed(1)} s`);
     card.querySelector(".job-cancel").disabled = true;
   }
@@ -229,11 +233,11 @@ async function run() {
 }
 
 async function selfTest() {
-  text($("#run-msg"), "Running one small job on every server…");
+  text($("#run-msg"), t("selftest_running"));
   try {
     const r = await comfy.runConsistencySelfTest();
-    text($("#run-msg"), r.ok ? `Self-test passed on ${r.servers.length} server(s): every request stayed on its server.`
-      : `Self-test found problems: ${r.servers.filter((s) => !s.ok).map((s) => `${s.server}: ${s.error ? s.error.message : s.skipped || "mismatch"}`).join("; ")}`);
+    text($("#run-msg"), r.ok ? t("selftest_ok", { n: r.servers.length })
+      : t("selftest_bad", { list: r.servers.filter((s) => !s.ok).map((s) => `${s.server}: ${s.error ? s.error.message : s.skipped || "mismatch"}`).join("; ") }));
   } catch (err) {
     text($("#run-msg"), explain(err));
   }
@@ -260,15 +264,33 @@ function wire() {
       try { await reinit(); } catch (err) { text($("#run-msg"), explain(err)); }
     });
   }
-  $("#file").addEventListener("change", () => { state.file = $("#file").files[0] || null; });
+  $("#file").addEventListener("change", () => {
+    state.file = $("#file").files[0] || null;
+    if (state.file) text($("#drop-help"), t("selected", { name: state.file.name }));
+  });
   const drop = $("#drop");
+  drop.addEventListener("keydown", (e) => {
+    if (e.target !== drop || (e.key !== "Enter" && e.key !== " ")) return;
+    e.preventDefault();
+    $("#file").click();
+  });
+  drop.addEventListener("click", (e) => { if (e.target === drop) $("#file").click(); });
+  const langSel = $("#lang");
+  langSel.value = getLang();
+  langSel.addEventListener("change", () => setLang(langSel.value));
+  document.addEventListener("langchange", () => {
+    if (state.bootSeconds != null) text($("#boot"), t("ready", { s: state.bootSeconds }));
+    if (state.file) text($("#drop-help"), t("selected", { name: state.file.name }));
+    fillImageNodes();
+    refreshServers();
+  });
   drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
   drop.addEventListener("drop", (e) => {
     e.preventDefault();
     drop.classList.remove("over");
     state.file = e.dataTransfer.files[0] || null;
-    if (state.file) text($("#drop-help"), `Selected: ${state.file.name}`);
+    if (state.file) text($("#drop-help"), t("selected", { name: state.file.name }));
   });
   $("#workflow").addEventListener("change", () => {
     $("#custom-box").hidden = $("#workflow").value !== "custom";
@@ -284,6 +306,7 @@ function wire() {
 }
 
 async function main() {
+  setLang(getLang());
   wire();
   fillImageNodes();
   const t0 = performance.now();
@@ -291,7 +314,8 @@ async function main() {
     state.servers = await loadConfig();
     if (state.servers.length) await reinit();
     else await comfy.getPyodide();
-    text($("#boot"), `Python ready in ${((performance.now() - t0) / 1000).toFixed(1)} s.`);
+    state.bootSeconds = ((performance.now() - t0) / 1000).toFixed(1);
+    text($("#boot"), t("ready", { s: state.bootSeconds }));
     document.body.dataset.ready = "true";
   } catch (err) {
     text($("#boot"), explain(err));

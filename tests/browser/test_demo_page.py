@@ -1,0 +1,228 @@
+"""The demo page (index.html) as a user sees it: headless Chromium, served from dist/,
+talking to two dev ComfyUI servers via ``?servers=``. Checks real outcomes: result pixels,
+progress and previews, cancelling, language switching (persisted), removing a server, and
+non-blank screenshots in ``test-artifacts/``."""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+TIMEOUT_MS = 30_000
+
+
+def _poll(page, script, timeout_s=30.0):
+    """Evaluate a (possibly async) predicate until it returns something truthy."""
+    deadline = time.monotonic() + timeout_s
+    value = None
+    while time.monotonic() < deadline:
+        value = page.evaluate(script)
+        if value:
+            return value
+        page.wait_for_timeout(50)
+    raise AssertionError(f"timed out waiting for: {script}; last value {value!r}")
+
+
+def _solid_png(rgb, size=(32, 24)) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", size, rgb).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _assert_not_blank(path: Path) -> None:
+    from PIL import Image, ImageStat
+
+    img = Image.open(path).convert("RGB")
+    colours = img.getcolors(maxcolors=1 << 20)
+    assert colours is None or len(colours) > 8, f"{path} has too few colours"
+    assert max(ImageStat.Stat(img).stddev) > 1.0, f"{path} looks blank"
+
+
+def _shot(page, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    page.screenshot(path=str(path), full_page=True)
+    _assert_not_blank(path)
+    return path
+
+
+@pytest.fixture
+def demo(browser, dist_server, devservers):
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    url = f"{dist_server.url}/index.html?servers={','.join(devservers.urls)}"
+    page.goto(url)
+    page.wait_for_function("document.body.dataset.ready === 'true'", timeout=TIMEOUT_MS)
+    page.demo_url = url  # type: ignore[attr-defined]
+    yield page
+    context.close()
+
+
+def _slow(devservers, node_delay_s):
+    knobs = {"node_delay_s": node_delay_s, "progress_steps": 4, "progress_step_delay_s": 0.15}
+    saved = [{k: devservers.call(getattr, srv.faults, k) for k in knobs}
+             for srv in devservers.servers]
+    for srv in devservers.servers:
+        for k, v in knobs.items():
+            devservers.call(setattr, srv.faults, k, v)
+    try:
+        yield devservers
+    finally:
+        for srv, old in zip(devservers.servers, saved, strict=True):
+            for k, v in old.items():
+                devservers.call(setattr, srv.faults, k, v)
+
+
+@pytest.fixture
+def slow_servers(devservers):
+    yield from _slow(devservers, 0.4)
+
+
+@pytest.fixture
+def very_slow_servers(devservers):
+    yield from _slow(devservers, 2.0)
+
+
+# The first result image's centre pixel, decoded in the page from what the <img> shows.
+RESULT_PIXEL = """
+async () => {
+  const img = document.querySelector("#jobs .job img.result");
+  if (!img || !img.complete || !img.naturalWidth) return null;
+  const c = document.createElement("canvas");
+  c.width = img.naturalWidth; c.height = img.naturalHeight;
+  const g = c.getContext("2d");
+  g.drawImage(img, 0, 0);
+  const d = g.getImageData(c.width >> 1, c.height >> 1, 1, 1).data;
+  return [d[0], d[1], d[2]];
+}
+"""
+
+
+def test_idle_page_lists_servers_and_has_labels(demo, devservers):
+    page = demo
+    _poll(page, "() => document.querySelectorAll('#servers li.server').length === 2")
+    urls = page.eval_on_selector_all("#servers .url", "els => els.map(e => e.textContent)")
+    assert sorted(urls) == sorted(u.rstrip("/") for u in devservers.urls)
+    assert page.is_enabled("#run")
+    # every form control has an accessible label
+    unlabelled = page.evaluate("""() => [...document.querySelectorAll('input, select, textarea')]
+        .filter(el => el.type !== 'hidden' && !(el.labels && el.labels.length)
+                && !el.getAttribute('aria-label')).map(el => el.id || el.name)""")
+    assert unlabelled == []
+    _shot(page, "idle.png")
+
+
+def test_invert_job_shows_inverse_pixels(demo, tmp_path):
+    page = demo
+    src = tmp_path / "green.png"
+    src.write_bytes(_solid_png((10, 200, 30)))
+    page.set_input_files("#file", str(src))
+    assert "green.png" in page.text_content("#drop-help")
+    page.click("#run")
+    page.wait_for_selector("#jobs .job[data-state=succeeded]", timeout=TIMEOUT_MS)
+    assert _poll(page, RESULT_PIXEL) == [245, 55, 225]
+    assert page.get_attribute("#jobs .job progress", "value") == "1"
+    assert page.is_visible("#jobs .job a[download]")
+
+
+def test_generated_test_image_runs_to_completion(demo):
+    page = demo
+    page.click("#run")
+    page.wait_for_selector("#jobs .job[data-state=succeeded]", timeout=TIMEOUT_MS)
+    assert _poll(page, RESULT_PIXEL) is not None
+    shot = _shot(page, "finished-job.png")
+    assert shot.exists()
+
+
+def test_progress_moves_and_preview_appears(demo, slow_servers):
+    page = demo
+    page.click("#run")
+    seen = set()
+    deadline = time.monotonic() + 30
+    preview = False
+    shot_taken = False
+    while time.monotonic() < deadline:
+        info = page.evaluate("""() => {
+          const card = document.querySelector('#jobs .job');
+          if (!card) return null;
+          const img = card.querySelector('.job-preview');
+          return { v: card.querySelector('progress').value, state: card.dataset.state || '',
+                   preview: !img.hidden && !!img.src && img.complete && img.naturalWidth > 0 };
+        }""")
+        if info:
+            seen.add(round(info["v"], 3))
+            preview = preview or info["preview"]
+            if info["state"] == "running" and 0 < info["v"] < 1 and not shot_taken:
+                _shot(page, "running-job.png")
+                shot_taken = True
+            if info["state"] in ("succeeded", "failed"):
+                break
+        page.wait_for_timeout(40)
+    assert info and info["state"] == "succeeded", info
+    assert len({v for v in seen if 0 < v < 1}) >= 2, f"progress did not move: {sorted(seen)}"
+    assert shot_taken
+    assert preview, "no live preview frame was shown while the job ran"
+
+
+def test_cancel_running_job_shows_translated_message(demo, very_slow_servers):
+    page = demo
+    page.click("#run")
+    _poll(page, """() => { const c = document.querySelector('#jobs .job');
+        return c && c.dataset.promptId && c.dataset.state === 'running'; }""")
+    page.click("#jobs .job .job-cancel")
+    page.wait_for_selector("#jobs .job[data-code=job_interrupted]", timeout=TIMEOUT_MS)
+    card = page.query_selector("#jobs .job")
+    assert card.get_attribute("data-state") == "failed"
+    assert card.get_attribute("data-code") == "job_interrupted"
+    msg = card.query_selector(".job-error")
+    assert msg.is_visible()
+    assert msg.text_content().startswith("The job was cancelled.")
+    assert card.query_selector("img.result") is None
+
+
+def test_switch_to_chinese_persists_after_reload(demo):
+    page = demo
+    assert page.text_content("#run") == "Run"
+    page.select_option("#lang", "zh")
+    assert page.text_content("#run") == "运行"
+    assert page.text_content("#servers-h") == "服务器"
+    assert page.evaluate("document.documentElement.lang") == "zh-CN"
+    page.reload()
+    page.wait_for_function("document.body.dataset.ready === 'true'", timeout=TIMEOUT_MS)
+    assert page.text_content("#run") == "运行"
+    assert page.input_value("#lang") == "zh"
+    assert page.text_content("#boot").startswith("Python 已就绪")
+    page.select_option("#lang", "en")
+    assert page.text_content("#run") == "Run"
+    assert page.evaluate("document.documentElement.lang") == "en"
+
+
+def test_drop_zone_opens_file_picker_from_keyboard(demo):
+    page = demo
+    page.focus("#drop")
+    with page.expect_file_chooser(timeout=5_000) as fc:
+        page.keyboard.press("Enter")
+    assert fc.value is not None
+    page.focus("#drop")
+    with page.expect_file_chooser(timeout=5_000) as fc2:
+        page.keyboard.press(" ")
+    assert fc2.value is not None
+
+
+def test_remove_server_drops_its_entry(demo, devservers):
+    page = demo
+    _poll(page, "() => document.querySelectorAll('#servers li.server').length === 2")
+    gone = devservers.urls[1].rstrip("/")
+    page.click(f"#servers button[aria-label='Remove {gone}']")
+    _poll(page, f"""() => {{ const u = [...document.querySelectorAll('#servers .url')]
+        .map(e => e.textContent); return u.length === 1 && !u.includes({gone!r}); }}""")

@@ -7,6 +7,8 @@
                                      start two ComfyUI-compatible dev servers for the demo
     python3 build.py test [PYTEST ARGS...]
                                      set everything up on a fresh machine and run all tests
+    python3 build.py bench [--servers URL,...] [--runs N] [--jobs N]
+                                     benchmarks in headless Chromium; writes BENCHMARKS.md
 
 Only the standard library is used at the top level, so the first command works with a bare
 ``python3``. Commands that need host packages (aiohttp for the dev server, Playwright and
@@ -482,6 +484,20 @@ def cmd_test(args: argparse.Namespace) -> None:
     raise SystemExit(code)
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    """Benchmarks (not tests): headless Chromium, dev servers or --servers; writes
+    BENCHMARKS.md. Everything after 'bench' goes to bench/run.py."""
+    ensure_npm()
+    chromium = ensure_chromium()
+    ensure_venv_and_reexec()
+    build()
+    os.environ.setdefault("CHROMIUM_PATH", chromium)
+    sys.path[:0] = [str(ROOT), str(ROOT / "py_src"), str(ROOT / "tests")]
+    from bench.run import main as bench_main
+
+    raise SystemExit(bench_main(args.bench_args))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="build.py", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command")
@@ -502,13 +518,20 @@ def main(argv: list[str] | None = None) -> None:
                             "(default 8; 0 = none, like a bare ComfyUI)")
     test = sub.add_parser("test", help="install what is missing and run every test")
     test.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed to pytest")
+    bench = sub.add_parser("bench", help="run the benchmarks, write BENCHMARKS.md")
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER,
+                       help="passed to bench/run.py (--servers URL,URL --runs N --jobs N)")
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["test"]:
         # everything after "test" goes to pytest verbatim (argparse would eat "-q", "-k"...)
         args = argparse.Namespace(command="test", pytest_args=argv[1:])
+    elif argv[:1] == ["bench"]:
+        args = argparse.Namespace(command="bench", bench_args=argv[1:])
     else:
         args = parser.parse_args(argv)
-    {"build": cmd_build, None: cmd_build, "serve": cmd_serve, "test": cmd_test}[args.command](args)
+    commands = {"build": cmd_build, None: cmd_build, "serve": cmd_serve, "test": cmd_test,
+                "bench": cmd_bench}
+    commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ non-blank screenshots in ``test-artifacts/``."""
 from __future__ import annotations
 
 import io
+import json
 import time
 from pathlib import Path
 
@@ -226,3 +227,112 @@ def test_remove_server_drops_its_entry(demo, devservers):
     page.click(f"#servers button[aria-label='Remove {gone}']")
     _poll(page, f"""() => {{ const u = [...document.querySelectorAll('#servers .url')]
         .map(e => e.textContent); return u.length === 1 && !u.includes({gone!r}); }}""")
+
+
+def _run_custom(page, prefix: str) -> None:
+    workflow = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "in.png"}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": prefix}},
+    }
+    page.select_option("#workflow", "custom")
+    page.fill("#custom-json", json.dumps(workflow))
+    page.click("#run")
+
+
+def test_hostile_server_strings_are_shown_as_text_never_run(browser, dist_server):
+    """A server that puts script-running markup in every string it sends (version, file
+    names, node ids, error messages, validation errors): the page shows the markup as text,
+    nothing runs, and the three jobs still end in their proper states."""
+    from hostile_server import PAYLOAD, SCRIPT, HostileServer
+
+    with HostileServer() as srv:
+        context = browser.new_context(viewport={"width": 1200, "height": 900})
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        try:
+            page.goto(f"{dist_server.url}/index.html?servers={srv.url}")
+            page.wait_for_function("document.body.dataset.ready === 'true'", timeout=TIMEOUT_MS)
+            scripts_before = page.evaluate("document.scripts.length")
+            # the servers panel shows the poisoned version string
+            _poll(page, "() => document.querySelector('#servers .meta')?.textContent"
+                        ".includes('<')")
+            for n, prefix in enumerate(("ok", "fail", "invalid"), start=1):
+                _run_custom(page, prefix)
+                _poll(page, f"""() => document.querySelectorAll(
+                    '#jobs .job[data-done=true]').length === {n}""")
+            cards = page.evaluate("""() => [...document.querySelectorAll('#jobs .job')]
+                .reverse().map(c => ({state: c.dataset.state, code: c.dataset.code || '',
+                                      text: c.textContent}))""")
+            assert [c["state"] for c in cards] == ["succeeded", "failed", "failed"], cards
+            assert cards[1]["code"] == "execution_failed"
+            assert cards[2]["code"] == "invalid_workflow"
+            # the markup arrived and is on the page as literal text...
+            def shown(text: str) -> bool:
+                return PAYLOAD in text or SCRIPT in text
+
+            assert shown(cards[0]["text"])  # output file name in the caption
+            assert shown(cards[1]["text"])  # the server's exception message
+            assert shown(cards[2]["text"])  # a node_errors message
+            assert shown(page.text_content("#servers"))  # the version string
+            # ...and none of it became markup or ran
+            page.wait_for_timeout(300)  # an onerror of a broken <img> would have fired by now
+            assert page.evaluate("window.__pwned") is None
+            assert page.evaluate("document.querySelectorAll('img[src=\"x\"]').length") == 0
+            assert page.evaluate("document.scripts.length") == scripts_before
+            # the result image itself is the real PNG the server sent
+            assert page.evaluate("""() => { const i = document.querySelector(
+                '#jobs .job:last-child img.result'); return i && i.naturalWidth; }""") == 16
+        finally:
+            context.close()
+
+
+def test_phone_width_runs_a_job_without_sideways_scrolling(browser, dist_server, devservers):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True,
+                                  has_touch=True, device_scale_factor=2)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    try:
+        page.goto(f"{dist_server.url}/index.html?servers={','.join(devservers.urls)}")
+        page.wait_for_function("document.body.dataset.ready === 'true'", timeout=TIMEOUT_MS)
+        page.tap("#run")
+        page.wait_for_selector("#jobs .job[data-state=succeeded] img.result")
+        overflow = page.evaluate("""() => [document.documentElement.scrollWidth, innerWidth]""")
+        assert overflow[0] <= overflow[1], f"page is wider than the phone: {overflow}"
+        # nothing sticks out of its panel either (a long URL, a file input, a caption)
+        sticking_out = page.evaluate("""() => {
+          const out = [];
+          for (const sec of document.querySelectorAll('main section')) {
+            const edge = sec.getBoundingClientRect().right + 1;
+            for (const el of sec.querySelectorAll('*')) {
+              const r = el.getBoundingClientRect();
+              if (r.width && r.right > edge) out.push(el.id || el.className || el.tagName);
+            }
+          }
+          return out; }""")
+        assert sticking_out == [], sticking_out
+        _shot(page, "phone-finished-job.png")
+    finally:
+        context.close()
+
+
+def test_lock_panel_follows_the_job_and_the_affinity_switch(demo, slow_servers):
+    page = demo
+    _poll(page, "() => document.querySelector('#lock-panel').dataset.held === 'false'")
+    page.click("#run")
+    server = _poll(page, """() => { const c = document.querySelector('#jobs .job');
+        return c && c.dataset.state === 'running'
+            && c.querySelector('.job-server').textContent; }""")
+    # while the job runs in session mode its server is the locked one, and the panel says so
+    _poll(page, f"""() => document.querySelector('#lock-panel').dataset.held === 'true'
+        && document.querySelector('#lock-server').textContent === {server!r}""")
+    assert page.text_content("#lock-ws") == "open"
+    page.wait_for_selector("#jobs .job[data-state=succeeded]")
+    # released after the last task: the WebSocket may stay open, the lock reason says why
+    _poll(page, """() => { const why = document.querySelector('#lock-why').textContent;
+        return why.includes('WebSocket') || why.startsWith('not held'); }""")
+    page.check("input[name=affinity][value=job]")
+    _poll(page, "() => document.querySelector('#lock-server').textContent === 'per job'")
+    assert page.evaluate("async () => (await window.debugWebSocketLock()).affinity") == "job"
+    page.check("input[name=affinity][value=session]")
+    _poll(page, "() => document.querySelector('#lock-server').textContent !== 'per job'")

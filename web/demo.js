@@ -97,9 +97,15 @@ async function refreshLock() {
   if (!state.servers.length) return;
   try {
     const d = await comfy.debugWebSocketLock();
+    const ws = t(`ws.${d.wsState}`);
+    const held = d.lock ? d.lock.held : Boolean(d.lockedServer);
     text($("#lock-server"), d.lockedServer || (state.affinity === "job" ? t("per_job") : t("none")));
-    text($("#lock-why"), d.heldBecause);
-    text($("#lock-ws"), `${d.wsState}${d.reconnectAttempts ? ` (reconnect attempt ${d.reconnectAttempts})` : ""}`);
+    text($("#lock-why"), state.affinity === "job" ? "—"
+      : !held ? t("lock_free")
+      : d.pendingTasks && d.pendingTasks.length ? t("lock_pending", { n: d.pendingTasks.length, ws })
+      : t("lock_ws"));
+    text($("#lock-ws"), d.reconnectAttempts ? t("reconnects", { ws, n: d.reconnectAttempts }) : ws);
+    $("#lock-panel").dataset.held = String(held);
   } catch (_) { /* not initialised yet */ }
 }
 
@@ -150,8 +156,10 @@ function onProgress(card, started) {
   return (p) => {
     if (card.dataset.done) return; // a late event must not overwrite the final state
     text(card.querySelector(".job-server"), p.server);
-    text(card.querySelector(".job-state"), p.state);
+    const label = t(`state.${p.state}`);
+    text(card.querySelector(".job-state"), label.startsWith("state.") ? p.state : label);
     card.dataset.promptId = p.promptId;
+    if (card.dataset.state !== p.state) refreshLock();
     card.dataset.state = p.state;
     card.querySelector(".job-progress").value = p.progress || 0;
     text(card.querySelector(".job-node"), p.currentNode
@@ -217,6 +225,7 @@ async function runOne(file, index) {
     p.hidden = false;
     if (card.dataset.promptId) await showAudit(card, card.dataset.promptId).catch(() => {});
   } finally {
+    refreshLock();
     card.dataset.done = "true";
     text(card.querySelector(".job-time"), `${((performance.now() - started) / 1000).toFixed(1)} s`);
     card.querySelector(".job-cancel").disabled = true;
@@ -317,6 +326,7 @@ async function main() {
     state.bootSeconds = ((performance.now() - t0) / 1000).toFixed(1);
     text($("#boot"), t("ready", { s: state.bootSeconds }));
     document.body.dataset.ready = "true";
+    refreshLock();
   } catch (err) {
     text($("#boot"), explain(err));
     document.body.dataset.ready = "error";

@@ -336,3 +336,29 @@ def test_lock_panel_follows_the_job_and_the_affinity_switch(demo, slow_servers):
     assert page.evaluate("async () => (await window.debugWebSocketLock()).affinity") == "job"
     page.check("input[name=affinity][value=session]")
     _poll(page, "() => document.querySelector('#lock-server').textContent !== 'per job'")
+
+
+def test_connectivity_check_explains_a_refused_origin_with_the_flag(demo, dist_server):
+    """A ComfyUI started without --enable-cors-header refuses the page (403, no CORS
+    headers): adding it shows it down, with the exact flag for this page's origin."""
+    from comfyui_devserver import ServerGroup
+
+    page = demo
+    with ServerGroup(count=1, cors_origin=None) as strict:
+        url = strict.urls[0]
+        page.fill("#server-url", url)
+        page.click("#add-server button[type=submit]")
+        _poll(page, f"""() => [...document.querySelectorAll('#servers .url')]
+            .some(e => e.textContent === {url!r})""")
+        page.click("#check-servers")
+        entry = _poll(page, f"""() => {{
+            const li = [...document.querySelectorAll('#servers li.server')]
+              .find(l => l.querySelector('.url').textContent === {url!r});
+            return li && li.classList.contains('down') && li.textContent; }}""")
+        assert f"--enable-cors-header {dist_server.url}" in entry
+        # the server really was asked and really refused the page's origin
+        log = strict.servers[0].request_log
+        assert strict.call(lambda: any(r.get("status") == 403 for r in log))
+        page.click(f"#servers button[aria-label='Remove {url}']")
+        _poll(page, f"""() => ![...document.querySelectorAll('#servers .url')]
+            .some(e => e.textContent === {url!r})""")

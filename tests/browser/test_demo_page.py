@@ -48,6 +48,13 @@ def _assert_not_blank(path: Path) -> None:
     assert max(ImageStat.Stat(img).stddev) > 1.0, f"{path} looks blank"
 
 
+def _assert_readable_server_lines(page) -> None:
+    """Each server's status line is wide enough to read (not squeezed into a thin column)."""
+    widths = page.evaluate("""() => [...document.querySelectorAll('#servers .meta')]
+        .map(e => e.getBoundingClientRect().width)""")
+    assert widths and min(widths) >= 150, f"server status squeezed: {widths}"
+
+
 def _shot(page, name: str) -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / name
@@ -141,6 +148,8 @@ def test_generated_test_image_runs_to_completion(demo):
     page.click("#run")
     page.wait_for_selector("#jobs .job[data-state=succeeded]", timeout=TIMEOUT_MS)
     assert _poll(page, RESULT_PIXEL) is not None
+    _poll(page, "() => document.querySelector('#lock-ws').textContent !== '—'")
+    _assert_readable_server_lines(page)
     shot = _shot(page, "finished-job.png")
     assert shot.exists()
 
@@ -311,6 +320,7 @@ def test_phone_width_runs_a_job_without_sideways_scrolling(browser, dist_server,
           }
           return out; }""")
         assert sticking_out == [], sticking_out
+        _assert_readable_server_lines(page)
         _shot(page, "phone-finished-job.png")
     finally:
         context.close()

@@ -147,6 +147,8 @@ function addJobCard(label) {
   const li = $("#job-tpl").content.firstElementChild.cloneNode(true);
   text(li.querySelector(".job-title"), label);
   applyStatic(li);
+  li.querySelector(".job-progress").setAttribute("aria-label", t("progress_label", { job: label }));
+  li.querySelector(".job-cancel").setAttribute("aria-label", t("cancel_label", { job: label }));
   text(li.querySelector(".job-state"), t("starting"));
   $("#jobs").prepend(li);
   return li;

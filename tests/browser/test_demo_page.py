@@ -150,6 +150,13 @@ def test_generated_test_image_runs_to_completion(demo):
     assert _poll(page, RESULT_PIXEL) is not None
     _poll(page, "() => document.querySelector('#lock-ws').textContent !== '—'")
     _assert_readable_server_lines(page)
+    # a screen reader can name everything in the finished job card
+    nameless = page.evaluate("""() => [...document.querySelectorAll(
+        '#jobs progress, #jobs button, #jobs img:not([hidden]), #jobs a')]
+        .filter(el => !(el.getAttribute('aria-label') || el.getAttribute('alt')
+                        || el.textContent.trim())).map(el => el.outerHTML.slice(0, 80))""")
+    assert nameless == []
+    assert page.get_attribute("#jobs .job progress", "aria-label").startswith("Progress of Job 1")
     shot = _shot(page, "finished-job.png")
     assert shot.exists()
 

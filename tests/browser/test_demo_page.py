@@ -379,3 +379,16 @@ def test_connectivity_check_explains_a_refused_origin_with_the_flag(demo, dist_s
         page.click(f"#servers button[aria-label='Remove {url}']")
         _poll(page, f"""() => ![...document.querySelectorAll('#servers .url')]
             .some(e => e.textContent === {url!r})""")
+
+
+@pytest.mark.parametrize(("workflow", "width"), [("blur", 256), ("scale", 128)])
+def test_builtin_blur_and_scale_examples_run(demo, workflow, width):
+    """The other two model-free examples run on the dev server (which executes them on real
+    pixels): the generated 256 px test image comes back blurred at 256 px or scaled to 128."""
+    page = demo
+    page.select_option("#workflow", workflow)
+    page.click("#run")
+    page.wait_for_selector("#jobs .job[data-state=succeeded] img.result")
+    got = _poll(page, """() => { const i = document.querySelector('#jobs .job img.result');
+        return i.complete && i.naturalWidth && [i.naturalWidth, i.naturalHeight]; }""")
+    assert got == [width, width]

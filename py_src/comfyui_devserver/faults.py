@@ -28,6 +28,8 @@ class RouteFault:
     when it reaches 0 the fault removes itself, so "fail twice then recover" is one line.
     ``cors=False`` leaves the ``Access-Control-*`` headers off even on a CORS server, the
     way an error page from a proxy in front of ComfyUI looks to a browser (opaque failure).
+    ``after_handler=True`` lets the server act on the request first and only replaces its
+    answer: a proxy that mangled the reply to a ``POST /prompt`` ComfyUI did queue.
     """
 
     status: int
@@ -35,6 +37,7 @@ class RouteFault:
     content_type: str = "text/plain"
     remaining: int | None = None
     cors: bool = True
+    after_handler: bool = False
 
     @classmethod
     def proxy_html(cls, status: int = 502, remaining: int | None = None) -> RouteFault:
@@ -58,6 +61,18 @@ class Faults:
     - ``history_gap_s``: time between sending ``execution_success`` and writing history.
     - ``stall``: while true the server answers nothing (HTTP and WS handshakes hang, queued
       WS messages are held back); clearing it lets everything through again.
+    - ``drop_ws_on_request``: a route key (as in ``route_faults``); the next request to it
+      first drops every open socket, as a proxy or a network blip would (e.g. on
+      ``/upload/image``: the socket goes before the job is submitted). One-shot.
+    - ``restart_after_event`` / ``restart_after_nth``: right AFTER the ``nth`` job event of
+      that type is on the wire
+      the server restarts (:meth:`DevServer.restart`: history, queue and sockets gone),
+      e.g. ``"execution_success"`` with a ``history_gap_s`` wide enough: the job succeeded
+      but its history is never written. One-shot.
+    - ``ws_junk``: frames (``str`` text, ``bytes`` binary) a hostile or broken peer might
+      send: HTML, cut-off JSON, unknown types, truncated binary headers... They go to a
+      job's client socket right before its first ``executing`` event, then the list is
+      cleared. One-shot.
     - ``reject_ws_reopen_once``: the next socket opened with a clientId this server has
       seen before is closed right after the handshake; clears itself.
     - ``stale_close_unregisters``: real ComfyUI pops ``sockets[sid]`` when ANY socket of
@@ -80,6 +95,11 @@ class Faults:
     history_gap_s: float = 0.02
     stall: bool = False
     reject_ws_reopen_once: bool = False
+    drop_ws_on_request: str | None = None
+    ws_junk: list[str | bytes] = field(default_factory=list)
+    restart_after_event: str | None = None
+    restart_after_nth: int = 1
+    restart_seen: int = field(default=0, repr=False, compare=False)
     stale_close_unregisters: bool = True
     node_delay_s: float = 0.0
     progress_steps: int = 0

@@ -357,6 +357,16 @@ class DevServer:
     @web.middleware
     async def _mw_faults(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         faults = self.faults
+        if faults.drop_ws_on_request is not None and match_route(
+                {faults.drop_ws_on_request: None}, request.path) is not None:
+            faults.drop_ws_on_request = None
+            for sid in list(self._sockets):
+                self._log({"time": time.time(), "kind": "ws_drop", "method": "GET",
+                           "path": "/ws", "query": {"clientId": sid}, "status": None,
+                           "client_id": sid, "prompt_id": None,
+                           "event": f"request {request.path}"})
+            await self._close_all_sockets(WSCloseCode.GOING_AWAY,
+                                          b"devserver fault: drop_ws_on_request")
         key = match_route(faults.route_delay_s, request.path)
         if key is not None:
             await asyncio.sleep(float(faults.route_delay_s.get(key, 0.0)))
@@ -369,6 +379,8 @@ class DevServer:
                     faults.route_faults.pop(key, None)
                 if fault.remaining < 0:
                     return await handler(request)
+            if fault.after_handler:
+                await handler(request)
             response = web.Response(status=fault.status, text=fault.body,
                                     content_type=fault.content_type)
             if not fault.cors:
@@ -579,8 +591,28 @@ class DevServer:
                 log.exception("%s: publishing %s failed", self.name, item.event)
 
     async def _publish(self, item: _Out) -> None:
+        if item.job is not None and item.event == "executing" and self.faults.ws_junk:
+            await self._send_junk(item.job)
         if item.job is not None:
             self._maybe_drop(item.event, item.job)
+        try:
+            await self._send(item)
+        finally:
+            faults = self.faults
+            if (item.job is not None and faults.restart_after_event is not None
+                    and item.event == faults.restart_after_event):
+                faults.restart_seen += 1
+            if (item.job is not None and faults.restart_after_event is not None
+                    and faults.restart_seen >= faults.restart_after_nth):
+                faults.restart_after_event = None
+                faults.restart_seen = 0
+                self._log({"time": time.time(), "kind": "restart", "method": None,
+                           "path": None, "query": {}, "status": None,
+                           "client_id": item.job.client_id, "prompt_id": item.job.prompt_id,
+                           "event": item.event})
+                self._spawn(self.restart())
+
+    async def _send(self, item: _Out) -> None:
         if item.sid is None:
             targets = list(self._sockets.values())
         else:
@@ -596,6 +628,20 @@ class DevServer:
                     await ws.send_str(item.payload)
             except Exception as exc:  # a socket going away mid-send is normal here
                 log.debug("%s: send %s failed: %s", self.name, item.event, exc)
+
+    async def _send_junk(self, job: Job) -> None:
+        junk, self.faults.ws_junk = list(self.faults.ws_junk), []
+        ws = self._sockets.get(job.client_id) if job.client_id else None
+        if ws is None or ws.closed:
+            return
+        self._log({"time": time.time(), "kind": "ws_junk", "method": "GET", "path": "/ws",
+                   "query": {}, "status": None, "client_id": job.client_id,
+                   "prompt_id": job.prompt_id, "frames": len(junk)})
+        for frame in junk:
+            if isinstance(frame, bytes):
+                await ws.send_bytes(frame)
+            else:
+                await ws.send_str(frame)
 
     def _maybe_drop(self, event: str, job: Job) -> None:
         faults = self.faults
@@ -801,6 +847,8 @@ class DevServer:
         if target is None:
             return _empty(400)
         path, filename, duplicate = target
+        # the stored name: clients that name uploads per job can be traced in the log
+        request[LOG_KEY]["upload_name"] = filename
         if not duplicate:
             if save is not None:
                 save(data, post, path)
@@ -893,6 +941,16 @@ class DevServer:
     @property
     def running_prompt_id(self) -> str | None:
         return self._running.prompt_id if self._running is not None else None
+
+    @property
+    def started(self) -> bool:
+        """Listening (between ``start`` and ``stop``)."""
+        return self._runner is not None
+
+    @property
+    def running_node(self) -> str | None:
+        """The node the running job is executing (None when idle or between nodes)."""
+        return self._running.current_node if self._running is not None else None
 
     def connected_clients(self) -> list[str]:
         """The client ids that currently receive events (registered sockets)."""

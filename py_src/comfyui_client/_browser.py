@@ -37,6 +37,41 @@ from .transport import HttpResponse, SocketHandlers, TransportError
 _WS_STATES = ("connecting", "open", "closing", "closed")
 
 
+class ProxyLedger:
+    """Counts what this module lends to JavaScript: ``create_proxy`` objects alive (created
+    minus destroyed) and event listeners attached to WebSockets.
+
+    Why: a PyProxy handed to JS lives until ``destroy()`` is called (Pyodide's
+    FinalizationRegistry is only a fallback, and a listener still attached keeps it
+    reachable), so a socket whose handlers were not removed and destroyed leaks a little
+    Python memory per reconnect, for the page's lifetime. Pyodide's own test suite checks
+    leaks the same way, by counting before and after. Every proxy of this module goes
+    through ``proxy``/``destroy``; ``debugWebSocketLock()`` reports the counts, and the
+    fault-matrix test asserts they return to their baseline after each cell.
+    """
+
+    def __init__(self) -> None:
+        self.created = 0
+        self.destroyed = 0
+        self.listeners = 0
+
+    def proxy(self, fn: Any) -> Any:
+        made = create_proxy(fn)
+        self.created += 1
+        return made
+
+    def destroy(self, proxy: Any) -> None:
+        proxy.destroy()
+        self.destroyed += 1
+
+    def counts(self) -> dict[str, int]:
+        return {"liveProxies": self.created - self.destroyed, "wsListeners": self.listeners,
+                "proxiesCreated": self.created, "proxiesDestroyed": self.destroyed}
+
+
+LEDGER = ProxyLedger()
+
+
 def to_plain_js(value: Any) -> Any:
     """Python data -> plain JS data (Objects, Arrays), leaving JS handles (Blobs) as they are."""
     return to_js(value, dict_converter=js.Object.fromEntries, create_pyproxies=False)
@@ -74,13 +109,14 @@ class BrowserSocket:
         self._ws = js.WebSocket.new(url)
         self._ws.binaryType = "arraybuffer"
         self._proxies = {
-            "open": create_proxy(self._on_open),
-            "message": create_proxy(self._on_message),
-            "close": create_proxy(self._on_close),
-            "error": create_proxy(self._on_error),
+            "open": LEDGER.proxy(self._on_open),
+            "message": LEDGER.proxy(self._on_message),
+            "close": LEDGER.proxy(self._on_close),
+            "error": LEDGER.proxy(self._on_error),
         }
         for name, proxy in self._proxies.items():
             self._ws.addEventListener(name, proxy)
+            LEDGER.listeners += 1
 
     @property
     def ready_state(self) -> str:
@@ -120,10 +156,11 @@ class BrowserSocket:
         self._ws, self._proxies = None, {}
         for name, proxy in proxies.items():
             ws.removeEventListener(name, proxy)
+            LEDGER.listeners -= 1
 
         def destroy() -> None:
             for proxy in proxies.values():
-                proxy.destroy()
+                LEDGER.destroy(proxy)
 
         # Not from inside the listener's own call: destroy on the next loop turn.
         asyncio.get_event_loop().call_soon(destroy)
@@ -145,6 +182,10 @@ class BrowserTransport:
     """``Transport`` over the page's ``fetch``/``WebSocket``/``sessionStorage``."""
 
     live_sockets = 0
+
+    def resource_counts(self) -> dict[str, int]:
+        """Proxies and WebSocket listeners this page's client holds (``ProxyLedger``)."""
+        return LEDGER.counts()
 
     async def request(
         self, base: str, req: HttpRequest, *, extra_headers: dict[str, str], timeout: float
@@ -177,9 +218,27 @@ class BrowserTransport:
             controller.abort()
             raise TransportError(f"no answer within {timeout:g}s", kind="timeout") from None
         except JsException as exc:
-            # fetch rejects with TypeError for refused connections AND for CORS refusals;
-            # the browser deliberately does not tell them apart.
+            # fetch rejects with the same TypeError for a refused connection and for a CORS
+            # refusal; a second, opaque request tells them apart.
+            if await self._answers_opaquely(base):
+                raise TransportError(
+                    "the server answered, but the browser did not let this page read the "
+                    "answer (no CORS headers for this origin)", kind="cors") from None
             raise TransportError(str(exc), kind="network") from None
+
+    @staticmethod
+    async def _answers_opaquely(base: str) -> bool:
+        """Does anything answer HTTP at ``base``? A ``no-cors`` GET resolves (with an opaque
+        response the page cannot read) from a server that is up but refuses this origin —
+        ComfyUI without ``--enable-cors-header``, or a proxy's error page without CORS
+        headers — and rejects when nothing answers. It reads nothing and sends no
+        credentials, so it is safe to send to any configured server."""
+        init = to_plain_js({"mode": "no-cors", "cache": "no-store", "credentials": "omit"})
+        try:
+            await asyncio.wait_for(_await_js(js.fetch(base.rstrip("/") + "/", init)), 3.0)
+        except (TimeoutError, JsException):
+            return False
+        return True
 
     @staticmethod
     def _form_data(req: HttpRequest) -> Any:

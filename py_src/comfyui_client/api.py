@@ -240,7 +240,12 @@ class PageApi:
         return self._client().consistency(_opt_str({"o": operation}, "o"))
 
     async def js_debugWebSocketLock(self) -> dict[str, Any]:
-        return self._client().debug()
+        out = self._client().debug()
+        # the browser transport counts the proxies/listeners it lent to JS (leak check)
+        counts = getattr(self.env, "resource_counts", None)
+        if counts is not None:
+            out.update(counts())
+        return out
 
     async def js_checkServerUnlockCondition(self) -> dict[str, Any]:
         return self._client().unlock_condition()
@@ -295,28 +300,42 @@ class PageApi:
             # other's in-flight jobs and spread out
             server = c.select()
             rec = c._new_record(pid, server, graph, opts)
-        try:
-            if c.options.affinity == "job":
-                await c.connect_for_job(rec)
-            unique = wf.unique_upload_name(args["filename"], pid)
-            up = await c.upload(args["file"], filename=unique, overwrite=True,
-                                content_type=args["content_type"], size=args["size"], job=pid)
-            graph = wf.set_input(graph, node, "image", up["name"] if not up["subfolder"]
-                                 else f"{up['subfolder']}/{up['name']}")
-            rec = await c.submit(graph, record=rec)
-            rec = await c.wait(rec.job.prompt_id)
-            images = await c.fetch_outputs(rec.job.prompt_id)
-        except ComfyClientError as exc:
-            if not c._finished(rec):
-                c._fail(rec, exc, "failed")
-            raise
-        except asyncio.CancelledError:
-            if not c._finished(rec):
-                c.release(rec.job.prompt_id)
-            raise
+            # this call holds the input file, so it alone can re-run the job elsewhere
+            rec.can_move = c.options.failover != "off"
+        while True:
+            try:
+                up, rec, images = await self._attempt(c, rec, graph, node, args)
+                break
+            except ComfyClientError as exc:
+                if not c._finished(rec):
+                    c._fail(rec, exc, "failed")
+                if rec.job.state != jobs_mod.MOVED:
+                    raise
+                rec = c.move_job(rec, opts)  # failover: same job, new attempt elsewhere
+            except asyncio.CancelledError:
+                if not c._finished(rec):
+                    c.release(rec.job.prompt_id)
+                raise
         return {"promptId": rec.job.prompt_id, "server": rec.job.server, "images": images,
                 "history": rec.history.raw if rec.history else None,
-                "upload": up}
+                "upload": up, "movedFrom": list(rec.moved_from)}
+
+    @staticmethod
+    async def _attempt(c: PoolClient, rec: Any, graph: dict[str, Any], node: str,
+                       args: dict[str, Any]) -> tuple[dict[str, Any], Any, list[Any]]:
+        """One attempt of processImage on the record's server: every step on that server."""
+        pid = rec.job.prompt_id
+        if c.options.affinity == "job":
+            await c.connect_for_job(rec)
+        unique = wf.unique_upload_name(args["filename"], pid)
+        up = await c.upload(args["file"], filename=unique, overwrite=True,
+                            content_type=args["content_type"], size=args["size"], job=pid)
+        graph = wf.set_input(graph, node, "image", up["name"] if not up["subfolder"]
+                             else f"{up['subfolder']}/{up['name']}")
+        rec = await c.submit(graph, record=rec)
+        rec = await c.wait(rec.job.prompt_id)
+        images = await c.fetch_outputs(rec.job.prompt_id)
+        return up, rec, images
 
     async def js_runConsistencySelfTest(self, options: Any = None) -> dict[str, Any]:
         """Run one tiny model-free job per server (job-pinned, whatever the affinity) and check

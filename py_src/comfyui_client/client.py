@@ -70,8 +70,15 @@ class ClientOptions:
     reconnect: Backoff = field(default_factory=Backoff)
     max_audit: int = 5000
     max_events_per_job: int = 500
+    # a text frame above this is refused unparsed (a server cannot make the page parse and
+    # hold arbitrarily large JSON); ComfyUI's own messages are far smaller
+    max_message_bytes: int = ev.DEFAULT_MAX_TEXT_BYTES
     client_id: str | None = None
     persist: bool = True
+    # "before-start": a processImage job whose server is lost before it started runs on
+    # another server (see jobs.failover_decision); "off": it ends with ServerLost
+    failover: str = "off"
+    max_moves: int = 2
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ClientOptions:
@@ -87,6 +94,7 @@ class ClientOptions:
             "maxAudit": "max_audit",
             "clientId": "client_id",
             "persist": "persist",
+            "failover": "failover",
         }
         opts = cls()
         for key, value in raw.items():
@@ -107,6 +115,18 @@ class ClientOptions:
                     raise ConfigError(f"option {key} must be a non-negative number, got {value!r}")
                 value = type(default)(value) if isinstance(default, float) else int(value)
             setattr(opts, attr, value)
+        if opts.failover not in jobs_mod.FAILOVER_POLICIES:
+            raise ConfigError(
+                f"failover must be 'off' or 'before-start', got {opts.failover!r}",
+                hint="'before-start' moves a job whose server is lost before it started to "
+                "another server; 'off' (the default) ends it with server_lost",
+            )
+        if opts.failover != "off" and opts.affinity != "job":
+            raise ConfigError(
+                f"failover {opts.failover!r} needs affinity 'job'",
+                hint="in session affinity every job runs on the locked server by definition; "
+                "use init({affinity: 'job', failover: 'before-start'})",
+            )
         if opts.affinity not in AFFINITIES:
             raise ConfigError(
                 f"affinity must be 'session' or 'job', got {opts.affinity!r}",
@@ -130,6 +150,11 @@ class JobRecord:
     history: Any = None
     images: list[dict[str, Any]] = field(default_factory=list)
     error: ComfyClientError | None = None
+    # set by processImage, which holds the input file and can re-run the job elsewhere
+    can_move: bool = False
+    moves: int = 0
+    moved_from: list[dict[str, str]] = field(default_factory=list)
+    move_target: str | None = None
 
 
 class ServerChannel:
@@ -289,6 +314,8 @@ class PoolClient:
         self.uploads: dict[str, str] = {}  # uploaded file name -> server it lives on
         self.lock_log: deque[dict[str, Any]] = deque(maxlen=200)
         self.unknown_types: set[str] = set()
+        # server -> kind of bad frame -> count; each kind is logged once per server
+        self.protocol_errors: dict[str, dict[str, int]] = {}
         self.reprobes: dict[str, asyncio.Task] = {}
         self.background: set[asyncio.Future] = set()
         self.done_pins: dict[str, str] = {}
@@ -667,9 +694,9 @@ class PoolClient:
 
     def _on_ws_text(self, chan: ServerChannel, text: str) -> None:
         try:
-            event = ev.decode_text(text)
+            event = ev.decode_text(text, max_bytes=self.options.max_message_bytes)
         except ProtocolError as exc:
-            self._log(f"ignored a malformed message from {chan.server}: {exc.message}")
+            self._protocol_error(chan.server, "text", exc)
             return
         kind = event.type
         if kind == "status":
@@ -680,7 +707,8 @@ class PoolClient:
             chan.feature_flags = dict(event.flags)
             return
         if isinstance(event, ev.UnknownMessage):
-            if event.type_name not in self.unknown_types:
+            # bounded: a peer inventing a new type per message cannot grow this forever
+            if event.type_name not in self.unknown_types and len(self.unknown_types) < 64:
                 self.unknown_types.add(event.type_name)
                 self._log(f"unknown message type {event.type_name!r} from {chan.server} "
                           "(kept, reported once)")
@@ -708,7 +736,7 @@ class PoolClient:
                     head = env.buffer_prefix(buf, need)
                 frame = ev.decode_binary_header(head)
         except ProtocolError as exc:
-            self._log(f"ignored a malformed binary frame from {chan.server}: {exc.message}")
+            self._protocol_error(chan.server, "binary", exc)
             return
         if not isinstance(frame, ev.PreviewImage):
             return
@@ -727,6 +755,20 @@ class PoolClient:
         if view_fn is not None and make_blob is not None:
             payload["blob"] = make_blob(view_fn(buf, frame.image_offset), frame.image_type)
         self._emit(rec.on_preview, payload)
+
+    def _protocol_error(self, server: str, frame: str, exc: ProtocolError) -> None:
+        """A frame that could not be decoded is dropped, never fatal: the job's state comes
+        from the frames that do decode (and from history). Counted per server and kind, and
+        logged once per kind, so a hostile or broken peer cannot flood the console."""
+        details = exc.details
+        cause = ("oversized" if "limit" in details else
+                 "truncated" if "needed" in details else "malformed")
+        kind = f"{cause}_{frame}"
+        counts = self.protocol_errors.setdefault(server, {})
+        if kind not in counts:
+            self._log(f"{server} sent a {cause} {frame} frame ({exc.message}); ignored "
+                      "(reported once per kind; counts in debugWebSocketLock().protocolErrors)")
+        counts[kind] = counts.get(kind, 0) + 1
 
     def _emit(self, fn: Any, payload: dict[str, Any]) -> None:
         if fn is None:
@@ -769,9 +811,10 @@ class PoolClient:
 
     def _new_record(
         self, prompt_id: str, server: str, workflow: Any, opts: dict[str, Any],
-        *, hold_lock: bool = True,
+        *, hold_lock: bool = True, job_id: str | None = None,
     ) -> JobRecord:
-        job = jobs_mod.new_job(prompt_id, server, now=self.env.wall_time(), workflow=workflow)
+        job = jobs_mod.new_job(job_id or prompt_id, server, now=self.env.wall_time(),
+                               workflow=workflow, prompt_id=prompt_id)
         rec = JobRecord(job=job, workflow=workflow)
         rec.done = asyncio.get_event_loop().create_future()
         rec.on_progress = opts.get("onProgress")
@@ -940,20 +983,34 @@ class PoolClient:
 
     async def _post_prompt(self, target: str, graph: dict[str, Any], pid: str) -> Any:
         """POST /prompt, retried once when it may not have reached ComfyUI (no answer, or a
-        proxy's 502/503/504) — but only after asking the server whether it already knows our
-        client-chosen id, so a retry never creates a second job."""
+        proxy's 502/503/504) or its 2xx answer cannot be read (a proxy mangled the body) —
+        but only after asking the server whether it already knows our client-chosen id, so a
+        retry never creates a second job."""
         req = rq.post_prompt(graph, client_id=self.client_id, prompt_id=pid)
+        known = rs.PromptAccepted(prompt_id=pid, number=None, node_errors={})
         for attempt in range(2):
+            last = attempt == 1
             try:
                 resp = await self._http(target, req, job=pid, operation="submit")
-                if resp.status not in (502, 503, 504) or attempt == 1:
-                    return self._parse(rs.parse_prompt_response, resp, target, pid)
             except ServerUnreachable:
-                if attempt == 1:
+                if last:
                     raise
+            else:
+                if resp.status not in (502, 503, 504) or last:
+                    try:
+                        return self._parse(rs.parse_prompt_response, resp, target, pid)
+                    except BadResponse:
+                        if not 200 <= resp.status < 300:
+                            raise
+                        # ComfyUI may have queued it: ask, never resubmit blindly
+                        if await self._server_knows(target, pid):
+                            return known
+                        if last:
+                            raise
+                        continue  # nothing queued under our id: resubmitting it is safe
             await self.env.sleep(self.options.reconnect.delay(1, self.env.random()))
             if await self._server_knows(target, pid):
-                return rs.PromptAccepted(prompt_id=pid, number=None, node_errors={})
+                return known
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _server_knows(self, server: str, pid: str) -> bool:
@@ -975,8 +1032,32 @@ class PoolClient:
         self._persist()
         return rec
 
+    def _failover(self, rec: JobRecord, exc: ComfyClientError) -> jobs_mod.FailoverDecision:
+        """The facts for ``jobs.failover_decision``: policy, error, and the server a move
+        would go to (a fresh selection without the lost server; down servers never count)."""
+        if not rec.can_move:
+            return jobs_mod.FailoverDecision(False, "only processImage jobs can move")
+        try:
+            alternative = pool_mod.select_server(
+                self.pool.specs, self.pool.healths, exclude=(rec.job.server,),
+                inflight=self._inflight()).url
+        except ComfyClientError:
+            alternative = None
+        return jobs_mod.failover_decision(
+            self.options.failover, rec.job, exc.code, alternative=alternative,
+            moves=rec.moves, max_moves=self.options.max_moves)
+
     def _fail(self, rec: JobRecord, exc: ComfyClientError, state: str) -> None:
+        """Every failure of a job passes here; with failover on, a job lost before it
+        started is marked ``moved`` instead (its caller, processImage, re-runs it)."""
         rec.error = exc
+        if exc.code in ("server_unreachable", "server_lost"):
+            decision = self._failover(rec, exc)
+            if decision.move:
+                rec.move_target = decision.target
+                state = "moved"
+                self._log(f"job {rec.job.job_id}: {decision.reason}; moving to "
+                          f"{decision.target}")
         rec.job = jobs_mod.mark(rec.job, state, now=self.env.wall_time(), error=exc.to_dict())
         if rec.done is not None and not rec.done.done():
             rec.done.set_result(state)
@@ -1098,11 +1179,52 @@ class PoolClient:
         for pid in list(self.pins.jobs_on(server)):
             rec = self.records.get(pid)
             if rec is not None and not self._finished(rec):
-                self._fail(rec, ServerLost(
-                    f"the server stayed unreachable for {self.options.job_deadline_s:g}s",
-                    server=server, prompt_id=pid,
-                    hint="the job's outputs (if any) stay on that server; try again later",
-                ), "server_lost")
+                self._fail(rec, self._server_lost(rec, server), "server_lost")
+
+    def _server_lost(self, rec: JobRecord, server: str) -> ServerLost:
+        """ServerLost carrying the outputs the server reported (``executed`` events) before
+        it was lost: references only, never downloaded from anywhere but ``server``."""
+        outputs = jobs_mod.job_to_dict(rec.job)["outputs"]
+        count = sum(len(v) for v in outputs.values())
+        hint = ("the job's outputs stay on that server; try again later" if not count else
+                f"{count} output image(s) were made on {server} before it was lost "
+                "(error.details.outputs); they can only be fetched from that server")
+        return ServerLost(
+            f"the server stayed unreachable for {self.options.job_deadline_s:g}s",
+            server=server, prompt_id=rec.job.prompt_id, hint=hint,
+            details={"outputs": outputs, "outputsServer": server,
+                     "started": jobs_mod.has_started(rec.job)})
+
+    def move_job(self, rec: JobRecord, opts: dict[str, Any]) -> JobRecord:
+        """Failover: a new attempt of the same job (same ``job_id``) under a new prompt id on
+        another server, with an explicit MOVE record in the audit trail.
+
+        A new prompt id, not the old one: the lost server may come back and still run its
+        copy; with distinct ids each server's history, outputs and our pins stay
+        unambiguous, and no prompt id ever has requests on two servers."""
+        assert rec.job.state == "moved"
+        old_server, old_pid = rec.job.server, rec.job.prompt_id
+        try:
+            target = pool_mod.select_server(
+                self.pool.specs, self.pool.healths, exclude=(old_server,),
+                inflight=self._inflight()).url
+        except ComfyClientError:
+            target = rec.move_target
+        if target is None or rec.error is None:
+            raise rec.error or ServerLost("no server to move to", server=old_server,
+                                          prompt_id=old_pid)
+        new_pid = rq.new_prompt_id()
+        new = self._new_record(new_pid, target, rec.workflow, opts, job_id=rec.job.job_id)
+        new.can_move = True
+        new.moves = rec.moves + 1
+        new.moved_from = [*rec.moved_from, {"server": old_server, "promptId": old_pid}]
+        self._audit(target, new_pid, "MOVE",
+                    f"failover of job {rec.job.job_id}: {old_server} (prompt {old_pid}) -> "
+                    f"{target} (prompt {new_pid}), lost before it started", "moved")
+        self._log(f"job {rec.job.job_id} moved from {old_server} to {target}")
+        self._emit(new.on_progress, {"event": "moved", "fromServer": old_server,
+                                     "fromPromptId": old_pid, **jobs_mod.job_to_dict(new.job)})
+        return new
 
     async def _reconcile(self, server: str) -> None:
         """After a reconnect, learn what happened to our jobs while the socket was down:
@@ -1124,6 +1246,11 @@ class PoolClient:
         for attempt in range(attempts):
             resp = await self._http(server, rq.get_history(prompt_id), job=prompt_id,
                                     operation="history")
+            if resp.status >= 500 and attempt + 1 < attempts:
+                # an idempotent read the server (or its proxy) failed: ask again, the job
+                # itself is fine; the last failure is reported as the typed error below
+                await self.env.sleep(min(0.05 * (2 ** attempt), 2.0))
+                continue
             entry = self._parse(rs.parse_history, resp, server, prompt_id)
             if entry is not None:
                 return entry
@@ -1218,6 +1345,8 @@ class PoolClient:
             "servers": [self.server_status(s.url) for s in self.pool.specs],
             "rules": [list(r) for r in lock_mod.RULES],
             "lockLog": list(self.lock_log)[-20:],
+            "protocolErrors": {s: dict(k) for s, k in self.protocol_errors.items()},
+            "unknownMessageTypes": sorted(self.unknown_types),
         }
 
     def unlock_condition(self) -> dict[str, Any]:

@@ -9,7 +9,7 @@ States::
 
     created -> uploading -> submitting -> queued -> running -> finished -> fetching_outputs
                                                                              -> succeeded
-    terminal: succeeded | failed | interrupted | lost | server_lost | rejected
+    terminal: succeeded | failed | interrupted | lost | server_lost | rejected | moved
 
 ``finished`` is the short stretch between ``execution_success`` and the final
 ``executing{node: null}``: the server says it succeeded but may not have written the history
@@ -46,16 +46,20 @@ from .errors import InvalidInputError
 __all__ = [
     "AWAITING_OUTPUTS",
     "CLIENT_EVENTS",
+    "FAILOVER_POLICIES",
     "SERVER_EVENTS",
     "STATES",
     "TERMINAL_STATES",
     "TRANSITIONS",
+    "FailoverDecision",
     "Job",
     "OutputImage",
     "apply_event",
     "cancelled",
     "describe_transitions",
+    "failover_decision",
     "from_history",
+    "has_started",
     "history_empty",
     "is_pending",
     "is_terminal",
@@ -88,10 +92,14 @@ INTERRUPTED = "interrupted"
 LOST = "lost"
 SERVER_LOST = "server_lost"
 REJECTED = "rejected"
+#: this attempt's server was lost before the job started; the job goes on elsewhere as a new
+#: attempt (opt-in failover): terminal for this prompt id, not for the caller's job
+MOVED = "moved"
 
 STATES = (CREATED, UPLOADING, SUBMITTING, QUEUED, RUNNING, FINISHED, FETCHING_OUTPUTS,
-          SUCCEEDED, FAILED, INTERRUPTED, LOST, SERVER_LOST, REJECTED)
-TERMINAL_STATES = frozenset({SUCCEEDED, FAILED, INTERRUPTED, LOST, SERVER_LOST, REJECTED})
+          SUCCEEDED, FAILED, INTERRUPTED, LOST, SERVER_LOST, REJECTED, MOVED)
+TERMINAL_STATES = frozenset({SUCCEEDED, FAILED, INTERRUPTED, LOST, SERVER_LOST, REJECTED,
+                             MOVED})
 #: The server is done with the job; the client still has to read history and download.
 AWAITING_OUTPUTS = frozenset({FETCHING_OUTPUTS})
 _BEFORE_POST = frozenset({CREATED, UPLOADING})
@@ -104,7 +112,8 @@ SERVER_EVENTS = (
 CLIENT_EVENTS = (
     "upload_started", "submit_started", "submitted", "submit_rejected", "client_error",
     "cancelled", "history_empty", "history_exhausted", "history_success", "history_error",
-    "history_interrupted", "outputs_fetched", "job_lost", "server_lost", "released",
+    "history_interrupted", "outputs_fetched", "job_lost", "server_lost", "moved_away",
+    "released",
 )
 _WIRE_TYPES = frozenset(SERVER_EVENTS) - {"executing_null"}
 
@@ -154,6 +163,8 @@ _ROWS: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (_NOT_TERMINAL, "client_error", FAILED),
     (_LIVE, "job_lost", LOST),
     (_NOT_TERMINAL, "server_lost", SERVER_LOST),
+    # opt-in failover: only while nothing says the server started it (see failover_decision)
+    ((CREATED, UPLOADING, SUBMITTING, QUEUED), "moved_away", MOVED),
     (STATES, "released", _SAME),  # a flag, not a state: the job may still run on the server
     # harmless stragglers after the end (the end marker follows an error or interruption)
     ((SUCCEEDED, FAILED, INTERRUPTED), "executing_null", _SAME),
@@ -543,7 +554,8 @@ def _step(job: Job, key: str, data: Mapping[str, Any], now: float | None, *,
                        ignored=(*job.ignored, note)[-_MAX_IGNORED:])
     updater = _UPDATERS.get(key)
     changes: dict[str, Any] = dict(updater(job, data)) if updater else {}
-    if key in ("submit_rejected", "client_error", "cancelled", "job_lost", "server_lost") \
+    if key in ("submit_rejected", "client_error", "cancelled", "job_lost", "server_lost",
+               "moved_away") \
             and data.get("error") is not None:
         changes["error"] = MappingProxyType(dict(data["error"]))
     if server_event and job.started_at is None and target in (RUNNING, FINISHED,
@@ -709,6 +721,7 @@ _MARKS: Mapping[str, str] = MappingProxyType({
     INTERRUPTED: "cancelled",
     LOST: "job_lost",
     SERVER_LOST: "server_lost",
+    MOVED: "moved_away",
     SUCCEEDED: "outputs_fetched",
     "released": "released",
 })
@@ -732,6 +745,65 @@ def mark(job: Job, target: str, *, now: float | None = None,
 def rename(job: Job, prompt_id: str) -> Job:
     """An older server ignored our prompt id and chose its own: adopt it (same server)."""
     return replace(job, prompt_id=prompt_id)
+
+
+# --------------------------------------------------------------------------- failover
+
+#: ``failover`` init option values. ``"off"``: a lost server's jobs end with ``ServerLost``.
+#: ``"before-start"``: a job the lost server had not started yet runs elsewhere instead.
+FAILOVER_POLICIES = ("off", "before-start")
+#: error codes that mean "the server is gone", as opposed to "the server said no"
+_LOSS_CODES = frozenset({"server_unreachable", "server_lost"})
+
+
+@dataclass(frozen=True)
+class FailoverDecision:
+    """``move`` to ``target`` or not, and why (the reason goes to the log and audit)."""
+
+    move: bool
+    reason: str
+    target: str | None = None
+
+
+def has_started(job: Job) -> bool:
+    """Whether anything tells us the server began executing the job: a start or run event,
+    a node executed or cached, an output produced, or a state past ``queued``. Moving a
+    started job could run it twice and split its outputs over two servers."""
+    return (job.started_at is not None or bool(job.executed_nodes) or bool(job.cached_nodes)
+            or bool(job.outputs) or job.state in (RUNNING, FINISHED, FETCHING_OUTPUTS,
+                                                  SUCCEEDED))
+
+
+def failover_decision(policy: str, job: Job, error_code: str, *, alternative: str | None,
+                      moves: int, max_moves: int) -> FailoverDecision:
+    """Should a job whose attempt just failed with ``error_code`` move to ``alternative``?
+
+    Pure rule (the client supplies the facts): only with ``policy == "before-start"``; only
+    for a lost server (no answer, or unreachable past the deadline), never for an answer
+    the server gave (a 4xx/5xx, a rejected workflow: another server would say the same);
+    only while the job has not started (``has_started``); only in a state the failover row
+    of the table allows; only to a different selectable server; at most ``max_moves``
+    times, so a pool that is dying as a whole ends the job instead of bouncing it around.
+    """
+    if policy not in FAILOVER_POLICIES:
+        raise InvalidInputError(f"unknown failover policy {policy!r}",
+                                hint=f"use one of {', '.join(FAILOVER_POLICIES)}")
+    if policy == "off":
+        return FailoverDecision(False, "failover is off")
+    if error_code not in _LOSS_CODES:
+        return FailoverDecision(False, f"{error_code} is an answer from the server, "
+                                "not a lost server")
+    if has_started(job):
+        return FailoverDecision(False, "the job had started on its server: it is not "
+                                "run twice")
+    if (job.state, "moved_away") not in TRANSITIONS:
+        return FailoverDecision(False, f"a {job.state} job cannot move")
+    if moves >= max_moves:
+        return FailoverDecision(False, f"the job already moved {moves} time(s)")
+    if alternative is None or alternative == job.server:
+        return FailoverDecision(False, "no other healthy server")
+    return FailoverDecision(True, f"{job.server} was lost before the job started",
+                            target=alternative)
 
 
 # --------------------------------------------------------------------------- page view

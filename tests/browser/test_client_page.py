@@ -305,6 +305,27 @@ def test_calls_before_or_with_bad_arguments_fail_with_clear_errors(booted_page, 
     assert "session" in errs["badAffinity"]["message"]
 
 
+def test_failover_option_is_checked_at_init(booted_page, devservers):
+    errs = booted_page.evaluate(
+        """async (servers) => {
+             const grab = async (o) => { try { await window.comfy.init({servers, ...o});
+                                               return null; }
+                                         catch (e) { return {code: e.code, message: e.message,
+                                                             hint: e.hint}; } };
+             return [await grab({affinity: "job", failover: "sometimes"}),
+                     await grab({affinity: "session", failover: "before-start"}),
+                     await grab({affinity: "job", failover: "before-start"})];
+           }""",
+        devservers.urls,
+    )
+    unknown, session, ok = errs
+    assert unknown["code"] == "config_error" and "'before-start'" in unknown["message"]
+    assert session["code"] == "config_error" and "affinity 'job'" in session["message"]
+    assert "affinity: 'job'" in session["hint"]
+    assert ok is None
+    _init(booted_page, devservers.urls, "session")
+
+
 def test_failed_server_is_marked_down_then_reprobed_with_backoff(booted_page, devservers):
     from comfyui_devserver import RouteFault
 
@@ -319,3 +340,29 @@ def test_failed_server_is_marked_down_then_reprobed_with_backoff(booted_page, de
     # nobody asks again: the client's own backoff re-probe brings it back
     _poll(page, """async () => (await window.debugWebSocketLock()).servers
                      .every((s) => s.status === "up")""", timeout_s=15)
+
+
+def test_a_refused_origin_is_told_apart_from_a_dead_server(booted_page, devservers):
+    """fetch fails the same way for both; the client's opaque no-cors probe does not: a
+    ComfyUI started without --enable-cors-header is ``cross_origin_blocked`` (the hint
+    names the flag with this page's origin), a closed port is ``server_unreachable``."""
+    from comfyui_devserver import ServerGroup
+
+    page = booted_page
+    with ServerGroup(count=1, cors_origin=None) as strict:
+        statuses = page.evaluate(
+            """async (servers) => { await window.comfy.init({servers});
+                 return await window.comfy.checkComfyUIServerStatus(); }""",
+            [strict.urls[0], "http://127.0.0.1:9"],
+        )
+        origin = page.evaluate("location.origin")
+        by = {s["server"]: s for s in statuses}
+        refused = by[strict.urls[0]]
+        assert refused["status"] == "down"
+        assert refused["error"]["code"] == "cross_origin_blocked"
+        assert f"--enable-cors-header {origin}" in refused["error"]["hint"]
+        assert by["http://127.0.0.1:9"]["error"]["code"] == "server_unreachable"
+        # the refusal came from the server itself: it logged the 403 it answered
+        log = strict.servers[0].request_log
+        assert strict.call(lambda: any(r.get("status") == 403 for r in log))
+    _init(page, devservers.urls, "session")

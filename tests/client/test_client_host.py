@@ -202,6 +202,29 @@ def test_submit_lost_at_a_proxy_is_retried_once_with_the_same_id_and_no_duplicat
     run(main())
 
 
+@pytest.mark.parametrize("queued", [False, True], ids=["not-queued", "queued"])
+def test_an_unreadable_submit_answer_is_checked_before_any_resubmit(queued):
+    """A 200 to POST /prompt whose body is cut off: whether ComfyUI queued the job or not,
+    the job completes, and the server ends up with exactly one prompt under our id."""
+    async def main():
+        from comfyui_devserver import RouteFault
+
+        async with _env_and_servers(1) as (env, (a,)):
+            c = PoolClient(env, [a.url])
+            a.faults.route_faults["/prompt"] = RouteFault(
+                200, '{"prompt_id": ', content_type="application/json", remaining=1,
+                after_handler=queued)
+            res = await _process(c, (100, 100, 100))
+            assert _colour(res["images"][0]) == (155, 155, 155)
+            posts = [r for r in a.request_log
+                     if r["method"] == "POST" and r["path"] == "/prompt"]
+            assert len(posts) == (1 if queued else 2), posts
+            assert a.prompt_counts == {res["promptId"]: 1}, "one job, not two"
+            await c.close()
+
+    run(main())
+
+
 def test_a_502_that_persists_fails_the_job_with_a_clear_error():
     async def main():
         from comfyui_client.errors import BadResponse
@@ -372,6 +395,160 @@ def test_reconfiguring_the_pool_keeps_jobs_in_flight_on_their_server():
             later = await _process(c, (255, 0, 0))
             assert later["server"] == a.url
             assert c.consistency()["consistent"] is True
+            await c.close()
+
+    run(main())
+
+
+# LoadImage -> invert -> save, then blur -> save: the first output exists (an `executed`
+# event) while the job is still running, so a server lost then has produced something.
+TWO_SAVES = {
+    **INVERT,
+    "4": {"class_type": "ImageBlur", "inputs": {"image": ["2", 0], "blur_radius": 1,
+                                                "sigma": 1.0}},
+    "5": {"class_type": "SaveImage", "inputs": {"images": ["4", 0], "filename_prefix": "b"}},
+}
+
+
+@pytest.mark.parametrize("failover", ["off", "before-start"])
+def test_a_server_killed_before_a_job_started_moves_it_only_with_failover(failover):
+    """Two jobs on server a: one running (one output already made), one queued behind it.
+    a is killed. The started job ends with ServerLost carrying that output's reference;
+    the queued one runs on b under a new prompt id when failover is on (a MOVE record in
+    the audit trail) and ends with ServerLost when it is off. Nothing of either attempt
+    reaches the other server; nothing is downloaded from a server that did not make it."""
+    from comfyui_client.api import PageApi
+    from comfyui_client.errors import ServerLost
+
+    async def main():
+        async with _env_and_servers(node_delay_s=0.4) as (env, (a, b)):
+            b.faults.node_delay_s = 0.0
+            opts = ClientOptions(affinity="job", failover=failover, job_deadline_s=1.0,
+                                 stall_check_s=0.3, poll_interval_s=0.2)
+            c = PoolClient(env, [a.url, b.url], opts)
+            c.pool = c.pool.queue_update(b.url, 10)  # steer both jobs to a
+            api = PageApi(env)
+            api.client = c
+            first = asyncio.ensure_future(api.js_processImage(TWO_SAVES, _png((9, 9, 9)),
+                                                              {"imageNode": "1"}))
+            while not any(r.job.state == "running" for r in c.records.values()):
+                await asyncio.sleep(0.02)
+            second = asyncio.ensure_future(api.js_processImage(INVERT, _png((40, 50, 60))))
+            while not (any(r.job.outputs for r in c.records.values())
+                       and any(r.job.state == "queued" for r in c.records.values())):
+                await asyncio.sleep(0.02)
+            started = next(r for r in c.records.values() if r.job.outputs)
+            waiting = next(r for r in c.records.values() if r.job.state == "queued")
+            assert started.job.server == waiting.job.server == a.url
+            old_pid = waiting.job.prompt_id
+            await a.stop()
+
+            with pytest.raises(ServerLost) as lost:
+                await asyncio.wait_for(first, 15)
+            assert lost.value.details["started"] is True
+            assert lost.value.details["outputsServer"] == a.url
+            [ref] = lost.value.details["outputs"]["3"]
+            assert ref["filename"].startswith("h")
+            if failover == "off":
+                with pytest.raises(ServerLost) as lost2:
+                    await asyncio.wait_for(second, 15)
+                assert lost2.value.details["started"] is False
+                assert not b.prompt_counts
+            else:
+                res = await asyncio.wait_for(second, 15)
+                assert res["server"] == b.url and res["promptId"] != old_pid
+                assert res["movedFrom"] == [{"server": a.url, "promptId": old_pid}]
+                assert _colour(res["images"][0]) == (215, 205, 195)
+                assert b.prompt_counts == {res["promptId"]: 1}
+                moves = [r for r in c.audit.records(job=res["promptId"]) if r.method == "MOVE"]
+                assert len(moves) == 1 and a.url in moves[0].path and old_pid in moves[0].path
+                assert moves[0].server == b.url
+                new_rec = c.records[res["promptId"]]
+                assert new_rec.job.job_id == waiting.job.job_id, "same job, new attempt"
+                assert c.records[old_pid].job.state == "moved"
+                assert not [r for r in a.request_log if r.get("prompt_id") == res["promptId"]]
+            # no request of the lost attempts ever went to b, and nothing was downloaded
+            # from b that b did not make
+            for pid in (started.job.prompt_id, old_pid):
+                assert not [r for r in b.request_log if r.get("prompt_id") == pid]
+                assert set(c.audit.servers_for(pid)) == {a.url}
+            assert not [r for r in b.request_log
+                        if r["path"] == "/view" and r.get("prompt_id") is None]
+            assert c.consistency()["consistent"] is True
+            await c.close()
+
+    run(main())
+
+
+def test_failover_option_is_validated():
+    from comfyui_client.errors import ConfigError
+
+    assert ClientOptions.from_dict({"affinity": "job", "failover": "before-start"}).failover \
+        == "before-start"
+    assert ClientOptions.from_dict({}).failover == "off"
+    with pytest.raises(ConfigError, match="'off' or 'before-start'"):
+        ClientOptions.from_dict({"affinity": "job", "failover": "always"})
+    with pytest.raises(ConfigError, match="needs affinity 'job'"):
+        ClientOptions.from_dict({"failover": "before-start"})
+
+
+def test_a_hostile_websocket_peer_cannot_break_a_job_or_flood_the_log():
+    """Mid-job the server sends an HTML page, cut-off JSON, an oversized frame, a message
+    whose data is not an object, an unknown type (twice) and truncated binary frames. The
+    job still completes with its own pixels; every bad frame is counted by kind, each kind
+    and the unknown type are logged once, and none of it ends up in the job's state."""
+    async def main():
+        async with _env_and_servers(1) as (env, (a,)):
+            c = PoolClient(env, [a.url], ClientOptions(affinity="job",
+                                                       max_message_bytes=64 * 1024))
+            lines: list[str] = []
+            c._log = lines.append
+            a.faults.ws_junk = [
+                "<html><body><h1>502 Bad Gateway</h1></body></html>",
+                '{"type": "progress", "data": ',
+                '{"type": "status", "data": "' + "x" * 70_000 + '"}',
+                '{"type": "executing", "data": [1, 2]}',
+                '{"type": "mystery_event", "data": {}}',
+                '{"type": "mystery_event", "data": {"again": true}}',
+                b"\x00\x00",
+                b"\x00\x00\x00\x01\x00\x00",
+                "<html>again</html>",
+            ]
+            res = await _process(c, (12, 34, 56))
+            assert _colour(res["images"][0]) == (243, 221, 199)
+            assert any(r["kind"] == "ws_junk" for r in a.request_log), "the junk was sent"
+            report = c.debug()
+            assert report["protocolErrors"] == {a.url: {
+                "malformed_text": 4, "oversized_text": 1, "truncated_binary": 2}}
+            assert report["unknownMessageTypes"] == ["mystery_event"]
+            for needle in ("malformed text", "oversized text", "truncated binary",
+                           "mystery_event"):
+                assert sum(needle in line for line in lines) == 1, (needle, lines)
+            assert c.records[res["promptId"]].job.state == "succeeded"
+            await c.close()
+
+    run(main())
+
+
+def test_history_5xx_is_retried_and_a_persisting_one_is_a_typed_error():
+    """GET /history is idempotent: a 500 from the server or its proxy is asked again (the
+    job itself is fine); one that never clears ends the job with BadResponse, not a hang."""
+    async def main():
+        from comfyui_client.errors import BadResponse
+        from comfyui_devserver import RouteFault
+
+        async with _env_and_servers(1) as (env, (a,)):
+            c = PoolClient(env, [a.url], ClientOptions(affinity="job", history_retries=4))
+            a.faults.route_faults["/history/*"] = RouteFault(500, "boom", remaining=2)
+            res = await _process(c, (1, 2, 3))
+            assert _colour(res["images"][0]) == (254, 253, 252)
+            statuses = [r["status"] for r in a.request_log
+                        if r["path"].startswith("/history/")]
+            assert statuses[:3] == [500, 500, 200]
+            a.faults.route_faults["/history/*"] = RouteFault.proxy_html(500)
+            with pytest.raises(BadResponse) as err:
+                await _process(c, (4, 5, 6))
+            assert "500" in str(err.value) and a.url in str(err.value)
             await c.close()
 
     run(main())

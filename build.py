@@ -498,6 +498,21 @@ def cmd_bench(args: argparse.Namespace) -> None:
     raise SystemExit(bench_main(args.bench_args))
 
 
+def cmd_matrix(args: argparse.Namespace) -> None:
+    """The fault-injection matrix (tests/matrix_runner.py) in headless Chromium against two
+    dev servers; rewrites README.md's reliability table. Arguments after 'matrix' go to the
+    runner (--jobs N, --no-readme)."""
+    ensure_npm()
+    chromium = ensure_chromium()
+    ensure_venv_and_reexec()
+    build()
+    os.environ.setdefault("CHROMIUM_PATH", chromium)
+    sys.path[:0] = [str(ROOT), str(ROOT / "py_src"), str(ROOT / "tests")]
+    from matrix_runner import main as matrix_main
+
+    raise SystemExit(matrix_main(args.matrix_args))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="build.py", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command")
@@ -521,16 +536,21 @@ def main(argv: list[str] | None = None) -> None:
     bench = sub.add_parser("bench", help="run the benchmarks, write BENCHMARKS.md")
     bench.add_argument("bench_args", nargs=argparse.REMAINDER,
                        help="passed to bench/run.py (--servers URL,URL --runs N --jobs N)")
+    matrix = sub.add_parser("matrix", help="run the fault-injection matrix, update README.md")
+    matrix.add_argument("matrix_args", nargs=argparse.REMAINDER,
+                        help="passed to tests/matrix_runner.py (--jobs N, --no-readme)")
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["test"]:
         # everything after "test" goes to pytest verbatim (argparse would eat "-q", "-k"...)
         args = argparse.Namespace(command="test", pytest_args=argv[1:])
     elif argv[:1] == ["bench"]:
         args = argparse.Namespace(command="bench", bench_args=argv[1:])
+    elif argv[:1] == ["matrix"]:
+        args = argparse.Namespace(command="matrix", matrix_args=argv[1:])
     else:
         args = parser.parse_args(argv)
     commands = {"build": cmd_build, None: cmd_build, "serve": cmd_serve, "test": cmd_test,
-                "bench": cmd_bench}
+                "bench": cmd_bench, "matrix": cmd_matrix}
     commands[args.command](args)
 
 

@@ -224,6 +224,13 @@ CELLS: tuple[Cell, ...] = (
                  restart_after_nth=5),
          allowed_errors=frozenset({"job_lost"}), min_succeeded=1,
          required_errors=frozenset({"job_lost"})),
+    Cell("restart (history and queue wiped) after success, failover on",
+         _faults(history_gap_s=0.2, restart_after_event="execution_success",
+                 restart_after_nth=5),
+         options={"failover": "before-start"},
+         # the queued jobs the restart forgot move; only jobs that had started may be lost
+         allowed_errors=frozenset({"job_lost"}), min_succeeded=1, min_moved=1,
+         lost_must_have_started=True),
     Cell("server killed before start, failover off", _slow_first, _kill_first_when_busy,
          allowed_errors=frozenset({"server_lost", "server_unreachable"}), min_succeeded=1,
          required_errors=frozenset({"server_lost"}), restart_killed=True),
@@ -341,7 +348,7 @@ def _judge(cell: Cell, results: list[dict[str, Any]], seen: dict[str, Any],
             failed[r["code"]] += 1
             if r["code"] not in cell.allowed_errors:
                 problems.append(f"job {r['index']}: {r['code']}: {r.get('message')}")
-            elif (cell.lost_must_have_started and r["code"] == "server_lost"
+            elif (cell.lost_must_have_started and r["code"] in ("server_lost", "job_lost")
                   and r.get("started") is not True):
                 problems.append(f"job {r['index']}: lost before it started, yet not moved")
     # every attempt (moved ones included) and the server it was pinned to

@@ -1051,7 +1051,9 @@ class PoolClient:
         """Every failure of a job passes here; with failover on, a job lost before it
         started is marked ``moved`` instead (its caller, processImage, re-runs it)."""
         rec.error = exc
-        if exc.code in ("server_unreachable", "server_lost"):
+        if exc.code in jobs_mod.LOSS_CODES:
+            # whether the lost server had started it: were outputs possibly made there?
+            exc.details.setdefault("started", jobs_mod.has_started(rec.job))
             decision = self._failover(rec, exc)
             if decision.move:
                 rec.move_target = decision.target

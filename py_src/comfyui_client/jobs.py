@@ -47,6 +47,7 @@ __all__ = [
     "AWAITING_OUTPUTS",
     "CLIENT_EVENTS",
     "FAILOVER_POLICIES",
+    "LOSS_CODES",
     "SERVER_EVENTS",
     "STATES",
     "TERMINAL_STATES",
@@ -753,7 +754,9 @@ def rename(job: Job, prompt_id: str) -> Job:
 #: ``"before-start"``: a job the lost server had not started yet runs elsewhere instead.
 FAILOVER_POLICIES = ("off", "before-start")
 #: error codes that mean "the server is gone", as opposed to "the server said no"
-_LOSS_CODES = frozenset({"server_unreachable", "server_lost"})
+#: the server went away (no answer), or came back without the job (a restart wiped its
+#: queue): either way the job's server will not run it, so running it elsewhere is safe
+LOSS_CODES = frozenset({"server_unreachable", "server_lost", "job_lost"})
 
 
 @dataclass(frozen=True)
@@ -779,7 +782,8 @@ def failover_decision(policy: str, job: Job, error_code: str, *, alternative: st
     """Should a job whose attempt just failed with ``error_code`` move to ``alternative``?
 
     Pure rule (the client supplies the facts): only with ``policy == "before-start"``; only
-    for a lost server (no answer, or unreachable past the deadline), never for an answer
+    for a lost server (no answer, unreachable past the deadline, or back from a restart that
+    wiped the queued job: ``job_lost``), never for an answer
     the server gave (a 4xx/5xx, a rejected workflow: another server would say the same);
     only while the job has not started (``has_started``); only in a state the failover row
     of the table allows; only to a different selectable server; at most ``max_moves``
@@ -790,7 +794,7 @@ def failover_decision(policy: str, job: Job, error_code: str, *, alternative: st
                                 hint=f"use one of {', '.join(FAILOVER_POLICIES)}")
     if policy == "off":
         return FailoverDecision(False, "failover is off")
-    if error_code not in _LOSS_CODES:
+    if error_code not in LOSS_CODES:
         return FailoverDecision(False, f"{error_code} is an answer from the server, "
                                 "not a lost server")
     if has_started(job):

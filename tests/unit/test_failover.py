@@ -71,7 +71,7 @@ def test_a_job_started_then_marked_lost_keeps_its_started_facts():
 
 
 @pytest.mark.parametrize("code", ["bad_response", "invalid_workflow", "cross_origin_blocked",
-                                  "upload_too_large", "execution_failed", "job_lost"])
+                                  "upload_too_large", "execution_failed"])
 def test_an_answer_from_the_server_is_not_a_lost_server(code):
     decision = decide(queued(), code)
     assert decision.move is False and code in decision.reason
@@ -102,3 +102,12 @@ def test_only_states_with_a_failover_row_move():
     decision = decide(rejected, "server_unreachable")
     assert decision.move is False and "rejected" in decision.reason
     assert ("rejected", "moved_away") not in jobs.TRANSITIONS
+
+
+def test_a_queued_job_a_restart_wiped_moves_but_a_started_one_does_not():
+    """job_lost before start: the restarted server forgot it and will never run it, so it
+    moves; after start it may have produced outputs there, so it ends lost."""
+    moved = decide(queued(), "job_lost")
+    assert moved.move is True and moved.target is not None
+    started = jobs.apply_event(queued(), ev("execution_start", timestamp=1), now=5.0)
+    assert decide(started, "job_lost").move is False

@@ -224,16 +224,18 @@ def test_switch_to_chinese_persists_after_reload(demo):
     assert page.evaluate("document.documentElement.lang") == "en"
 
 
-def test_drop_zone_opens_file_picker_from_keyboard(demo):
+def test_drop_zone_opens_file_picker_from_keyboard(demo, tmp_path):
+    """Enter and Space on the focused drop zone open the file picker, and the picked file
+    is the one the page will run (each chooser is answered, so the next one can open)."""
     page = demo
-    page.focus("#drop")
-    with page.expect_file_chooser(timeout=5_000) as fc:
-        page.keyboard.press("Enter")
-    assert fc.value is not None
-    page.focus("#drop")
-    with page.expect_file_chooser(timeout=5_000) as fc2:
-        page.keyboard.press(" ")
-    assert fc2.value is not None
+    for key, name in (("Enter", "first.png"), (" ", "second.png")):
+        src = tmp_path / name
+        src.write_bytes(_solid_png((10, 20, 30)))
+        page.focus("#drop")
+        with page.expect_file_chooser(timeout=10_000) as fc:
+            page.keyboard.press(key)
+        fc.value.set_files(str(src))
+        _poll(page, f"() => document.querySelector('#drop-help').textContent.includes({name!r})")
 
 
 def test_remove_server_drops_its_entry(demo, devservers):

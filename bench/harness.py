@@ -6,11 +6,18 @@ OURS = """<!doctype html>
 <meta charset="utf-8"><title>comfyui.js bench</title>
 <script type="module">
   import * as comfy from "./web/comfyui.js";
+  const start = performance.now();                 // page load + module import done
   window.comfy = comfy;
   const q = new URLSearchParams(location.search);
   if (q.has("boot")) {
     comfy.init({ servers: JSON.parse(q.get("boot")) }).then(
-      () => { window.bootMs = performance.now(); window.bootBreakdown = { ...comfy.bootTimings }; },
+      () => {
+        window.bootMs = performance.now();
+        const b = { ...comfy.bootTimings };
+        b.pageAndModule = start;                   // navigation start -> this script runs
+        b.initOwn = window.bootMs - start - (b.total || 0);   // init()'s pool set-up
+        window.bootBreakdown = b;
+      },
       (e) => { window.bootError = String(e && e.message); });
   }
   window.harnessReady = true;
@@ -49,38 +56,78 @@ JOBS_JS = r"""
   };
 
   // ---- ours
-  B.ours = async (workflow) => {
-    const r = await window.comfy.processImage(workflow, B.blob);
+  B.ours = async (workflow, opts = {}) => {
+    const r = await window.comfy.processImage(workflow, B.blob, opts);
     const bytes = (await r.images[0].blob.arrayBuffer()).byteLength;
     if (!bytes) throw new Error("ours: empty output");
     return bytes;
   };
 
-  // ---- reference: plain JS, one persistent WebSocket per page
-  B.ref = { base: null, clientId: null, ws: null, done: new Set(), waiters: new Map(), seq: 0 };
+  // ---- reference: plain JS, one persistent WebSocket per page. It does what ours does
+  // per message, in the plainest JS: parse, route by prompt_id to the job, keep its state,
+  // call the job's callback; previews (type 4 frames) become Blobs of a view of the buffer.
+  // Like ours it chooses the prompt_id itself (sent in POST /prompt) and registers the job
+  // before submitting, and it announces supports_preview_metadata on open.
+  const R = (B.ref = { base: null, clientId: null, ws: null, jobs: new Map(), seq: 0,
+                      tap: null, endedUnknown: new Set() });
+  const utf8 = new TextDecoder();
+  B.refText = (text) => {
+    let m; try { m = JSON.parse(text); } catch { return; }
+    const data = m.data;
+    if (!data || typeof data !== "object") return;
+    const job = data.prompt_id ? R.jobs.get(data.prompt_id) : undefined;
+    if (!job) {
+      // a server that ignores the prompt_id we sent (older ComfyUI) names its own, which is
+      // known only once POST /prompt answers: remember its end for that moment
+      if (m.type === "executing" && data.node === null && data.prompt_id) {
+        R.endedUnknown.add(data.prompt_id);
+        if (R.endedUnknown.size > 256) R.endedUnknown.delete(R.endedUnknown.values().next().value);
+      }
+      return;
+    }
+    job.events++;
+    if (m.type === "progress") { job.value = data.value; job.max = data.max; }
+    if (m.type === "executing") job.node = data.node;
+    if (job.onEvent) job.onEvent(m);
+    if ((m.type === "executing" && data.node === null) || m.type === "execution_error" ||
+        m.type === "execution_interrupted") {
+      job.finished = m.type;
+      if (job.resolve) job.resolve(m.type);
+    }
+  };
+  B.refBinary = (buf) => {
+    if (buf.byteLength < 8) return;
+    const dv = new DataView(buf);
+    if (dv.getUint32(0) !== 4) return;                  // only previews with metadata
+    const n = dv.getUint32(4);
+    let meta; try { meta = JSON.parse(utf8.decode(new Uint8Array(buf, 8, n))); } catch { return; }
+    const job = R.jobs.get(meta.prompt_id);
+    if (!job || !job.onPreview) return;
+    job.onPreview({ promptId: meta.prompt_id, nodeId: meta.node_id, imageType: meta.image_type,
+                    blob: new Blob([new Uint8Array(buf, 8 + n)], { type: meta.image_type }) });
+  };
+  B.refMessage = (ev) => {
+    if (R.tap) R.tap(ev.data);                          // bench capture hook, off when timed
+    if (typeof ev.data === "string") B.refText(ev.data); else B.refBinary(ev.data);
+  };
   B.refConnect = (base) => new Promise((resolve, reject) => {
-    const R = B.ref;
     R.base = base.replace(/\/+$/, "");
     R.clientId = crypto.randomUUID();
     const ws = new WebSocket(R.base.replace(/^http/, "ws") + "/ws?clientId=" + R.clientId);
-    ws.onopen = () => resolve(true);
-    ws.onerror = () => reject(new Error("reference WebSocket failed"));
-    ws.onmessage = (ev) => {
-      if (typeof ev.data !== "string") return;           // previews: ignored
-      let m; try { m = JSON.parse(ev.data); } catch { return; }
-      if (m.type === "executing" && m.data && m.data.node === null && m.data.prompt_id) {
-        const id = m.data.prompt_id, w = R.waiters.get(id);
-        if (w) { R.waiters.delete(id); w(); } else R.done.add(id);
-      }
+    ws.binaryType = "arraybuffer";
+    ws.onopen = () => {
+      ws.send(JSON.stringify({ type: "feature_flags", data: { supports_preview_metadata: true } }));
+      resolve(true);
     };
+    ws.onerror = () => reject(new Error("reference WebSocket failed"));
+    ws.onmessage = B.refMessage;
     R.ws = ws;
   });
   const ok = async (resp, what) => {
     if (!resp.ok) throw new Error(`reference ${what}: HTTP ${resp.status}`);
     return resp;
   };
-  B.refJob = async (workflow) => {
-    const R = B.ref;
+  B.refJob = async (workflow, opts = {}) => {
     const name = `bench_ref_${R.clientId.slice(0, 8)}_${R.seq++}.png`;
     const fd = new FormData();
     fd.append("image", B.blob, name);
@@ -90,12 +137,27 @@ JOBS_JS = r"""
     const wf = JSON.parse(JSON.stringify(workflow));
     for (const n of Object.values(wf)) if (n.class_type === "LoadImage")
       n.inputs.image = up.subfolder ? `${up.subfolder}/${up.name}` : up.name;
-    const sub = await (await ok(await fetch(R.base + "/prompt", {
-      method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ prompt: wf, client_id: R.clientId }) }), "prompt")).json();
-    const id = sub.prompt_id;
-    if (R.done.has(id)) R.done.delete(id);
-    else await new Promise((res) => R.waiters.set(id, res));
+    let id = crypto.randomUUID();
+    const job = { events: 0, finished: null, resolve: null, onEvent: opts.onEvent,
+                  onPreview: opts.onPreview };
+    const finished = new Promise((res) => { job.resolve = res; });
+    R.jobs.set(id, job);
+    try {
+      const sub = await (await ok(await fetch(R.base + "/prompt", {
+        method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ prompt: wf, client_id: R.clientId, prompt_id: id }) }),
+                               "prompt")).json();
+      if (sub.prompt_id && sub.prompt_id !== id) {          // the server chose its own id
+        R.jobs.delete(id);
+        id = sub.prompt_id;
+        R.jobs.set(id, job);
+        if (R.endedUnknown.delete(id)) job.resolve("executing");
+      }
+      const how = await finished;
+      if (how !== "executing") throw new Error(`reference: job ended with ${how}`);
+    } finally {
+      R.jobs.delete(id);
+    }
     let entry = null;
     for (let i = 0; i < 500 && !entry; i++) {     // history may land just after executing:null
       const h = await (await ok(await fetch(`${R.base}/history/${id}`), "history")).json();
@@ -137,4 +199,35 @@ JOBS_JS = r"""
     return performance.now() - t;
   };
 })();
+"""
+
+
+# Python busy time, for the "where does the per-job overhead go" line: every asyncio callback
+# (task steps: the bridge's calls into the client) and every WebSocket message our socket
+# handler takes are timed with perf_counter. Installed in a separate page before init(), so
+# the timed comparisons above never run with it.
+BUSY_PY = r"""
+import asyncio as _aio, time as _time, collections as _col
+from comfyui_client import _browser as _bb
+_bench_busy = _col.defaultdict(float)
+_bench_run = _aio.Handle._run
+
+def _bench_handle_run(self):
+    t = _time.perf_counter()
+    try:
+        return _bench_run(self)
+    finally:
+        _bench_busy["callbacks"] += _time.perf_counter() - t
+
+_aio.Handle._run = _bench_handle_run
+_bench_msg = _bb.BrowserSocket._on_message
+
+def _bench_on_message(self, event):
+    t = _time.perf_counter()
+    try:
+        return _bench_msg(self, event)
+    finally:
+        _bench_busy["ws"] += _time.perf_counter() - t
+
+_bb.BrowserSocket._on_message = _bench_on_message
 """

@@ -1,13 +1,20 @@
-"""Benchmarks for comfyui.js (not tests): ``python3 build.py bench [--servers URL,URL]
-[--runs N] [--jobs N] [--concurrency N] [--rounds N]``.
+"""Benchmarks for comfyui.js (not tests): ``python3 build.py bench [options]``
+(``--help`` lists them; ``--quick`` is a ~1 minute smoke run).
 
 1. Boot: page load -> ``init()`` resolved, cold (new browser context per run) and warm
    (same context, reload), against bare ``loadPyodide()`` of the same core in the same
    browser; plus the ``bootTimings`` breakdown.
 2. Per-job overhead: sequential upload -> invert -> download jobs through ``processImage``
    against a minimal plain-JS reference client in the same page on the same server; then
-   batches of concurrent jobs (throughput).
-3. ``--servers``: item 2 against the given servers instead of dev servers (first URL).
+   batches of concurrent jobs (throughput); requests per job by route from the server's log.
+3. Event throughput (``bench/events.py``): JSON messages and preview frames per second to a
+   JS callback, ours vs the reference, end to end under the dev server's flood and replayed
+   in the page (client-bound); the no-copy check for preview bytes; a per-message breakdown.
+4. Scale (``bench/scale.py``): 32 dev-server instances in one process, 512 jobs at once in
+   job-affinity mode, consistency from the audit and from the servers' logs, selection cost,
+   memory and live proxies before and after 1000 more jobs.
+5. ``--servers URL,...``: item 2 against the given (real ComfyUI) servers, first URL; items
+   3 and 4 need dev servers and are skipped.
 
 Every figure is a median with min and max over repeated runs; every comparison is a ratio
 measured in the same browser in the same run. Writes BENCHMARKS.md at the project root.
@@ -30,7 +37,9 @@ for _sub in (".", "py_src", "tests"):
     if str(ROOT / _sub) not in sys.path:
         sys.path.insert(0, str(ROOT / _sub))
 
-from bench.harness import BARE, JOBS_JS, OURS  # noqa: E402
+from bench.events import bench_events  # noqa: E402
+from bench.harness import BARE, BUSY_PY, JOBS_JS, OURS  # noqa: E402
+from bench.scale import bench_scale  # noqa: E402
 
 INVERT = {
     "1": {"class_type": "LoadImage", "inputs": {"image": "input.png"}},
@@ -42,7 +51,8 @@ BOOT_TIMEOUT_MS = 120_000
 MAX_RUNS, MAX_JOBS, MAX_CONC, MAX_ROUNDS = 50, 500, 16, 50
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The options (also listed in BENCHMARKS.md, generated from this parser)."""
     p = argparse.ArgumentParser(prog="build.py bench", description="comfyui.js benchmarks")
     p.add_argument("--servers", default=None,
                    help="comma-separated ComfyUI base URLs for the job benchmarks "
@@ -50,19 +60,66 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=5, help="boot runs per variant (default 5)")
     p.add_argument("--jobs", type=int, default=20,
                    help="timed sequential jobs per client (default 20)")
-    p.add_argument("--concurrency", type=int, default=4,
-                   help="jobs in flight per concurrent batch (default 4)")
+    p.add_argument("--concurrency", default="4,16",
+                   help="jobs in flight per concurrent batch; a comma list measures each "
+                        "width (default 4,16)")
     p.add_argument("--rounds", type=int, default=5,
                    help="concurrent batches per client (default 5)")
     p.add_argument("--warmup", type=int, default=2, help="untimed jobs per client (default 2)")
-    p.add_argument("--skip-boot", action="store_true", help="only the job benchmarks")
+    p.add_argument("--flood", type=int, default=5000,
+                   help="event throughput: progress messages the dev server floods per job; "
+                        "each comes with a progress_state message, so 2x JSON frames "
+                        "(default 5000)")
+    p.add_argument("--flood-previews", type=int, default=500,
+                   help="event throughput: preview frames per flooded job, and 1 KiB "
+                        "frames per replay round (default 500)")
+    p.add_argument("--event-rounds", type=int, default=3,
+                   help="event throughput: timed rounds per client (default 3)")
+    p.add_argument("--frame-mib", type=int, default=16,
+                   help="event throughput: size of the large preview frames used for the "
+                        "no-copy check, MiB (default 16)")
+    p.add_argument("--scale-servers", type=int, default=32,
+                   help="scale: dev-server instances in one process (default 32)")
+    p.add_argument("--scale-jobs", type=int, default=512,
+                   help="scale: jobs started at once in job-affinity mode (default 512)")
+    p.add_argument("--leak-jobs", type=int, default=1000,
+                   help="scale: jobs between the memory snapshots (default 1000)")
+    p.add_argument("--quick", action="store_true",
+                   help="fewer repetitions where not given explicitly (3 boot runs, 10 jobs, "
+                        "3 batches, 2 event rounds, flood 2000/200, 128 scale jobs, 250 leak "
+                        "jobs): a smoke run in about a minute (the full run: about 2-3)")
+    p.add_argument("--skip-boot", action="store_true", help="skip the boot benchmark")
+    p.add_argument("--skip-jobs", action="store_true", help="skip the per-job benchmark")
+    p.add_argument("--skip-events", action="store_true",
+                   help="skip the event-throughput benchmark")
+    p.add_argument("--skip-scale", action="store_true", help="skip the scale benchmark")
     p.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"), help="report path")
+    return p
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = build_parser()
     a = p.parse_args(argv)
-    for name, hi in (("runs", MAX_RUNS), ("jobs", MAX_JOBS), ("concurrency", MAX_CONC),
-                     ("rounds", MAX_ROUNDS)):
+    a.argv = list(argv)
+    if a.quick:
+        for name, value in (("runs", 3), ("jobs", 10), ("rounds", 3), ("event_rounds", 2),
+                            ("scale_jobs", 128), ("leak_jobs", 250), ("flood", 2000),
+                            ("flood_previews", 200)):
+            if getattr(a, name) == p.get_default(name):
+                setattr(a, name, value)
+    try:
+        a.widths = [int(w) for w in str(a.concurrency).split(",") if w.strip()]
+    except ValueError:
+        p.error("--concurrency takes integers, e.g. 4 or 4,16")
+    if not a.widths or not all(1 <= w <= MAX_CONC for w in a.widths):
+        p.error(f"--concurrency widths must be between 1 and {MAX_CONC}")
+    for name, hi in (("runs", MAX_RUNS), ("jobs", MAX_JOBS),
+                     ("rounds", MAX_ROUNDS), ("flood", 100_000), ("flood_previews", 10_000),
+                     ("event_rounds", MAX_ROUNDS), ("frame_mib", 256), ("scale_servers", 64),
+                     ("scale_jobs", 2048), ("leak_jobs", 5000)):
         v = getattr(a, name)
         if not 1 <= v <= hi:
-            p.error(f"--{name} must be between 1 and {hi}")
+            p.error(f"--{name.replace('_', '-')} must be between 1 and {hi}")
     if not 0 <= a.warmup <= 20:
         p.error("--warmup must be between 0 and 20")
     if a.servers is not None:
@@ -182,7 +239,65 @@ def bench_boot(browser, base: str, servers: list[str], runs: int, log) -> dict:
 # --------------------------------------------------------------------------- jobs
 
 
-def bench_jobs(browser, base: str, server: str, a: argparse.Namespace, log) -> dict:
+def _route(path: str) -> str:
+    """A request path with its ids removed, so requests group by route."""
+    parts = [p for p in path.split("/") if p]
+    if parts and parts[0] == "api":
+        parts = parts[1:]
+    if len(parts) >= 2 and parts[0] in ("history", "api/jobs", "jobs"):
+        parts = [*parts[:1], "{id}"]
+    return "/" + "/".join(parts)
+
+
+def request_profile(page, group, n: int = 5) -> dict[str, dict[str, float]]:
+    """Requests per job by route, from the dev server's own log, for n jobs of each client
+    (ours first, then the reference), so extra round trips of ours show by name."""
+    out: dict[str, dict[str, float]] = {}
+    for kind, js in (("ours", "(w) => window.bench.ours(w)"),
+                     ("js", "(w) => window.bench.refJob(w)")):
+        start = len(group.log(0))
+        for _ in range(n):
+            page.evaluate(js, INVERT)
+        counts: dict[str, float] = {}
+        for e in group.log(0)[start:]:
+            key = f"{e.get('method', 'WS')} {_route(e.get('path', ''))}" \
+                if e.get("kind") == "http" else f"WS {e.get('kind')}"
+            counts[key] = counts.get(key, 0) + 1 / n
+        out[kind] = counts
+    return out
+
+
+def python_busy(browser, base: str, server: str, n: int = 10) -> dict[str, float] | None:
+    """Wall time and Python busy time per job (ms) in a separate, instrumented page."""
+    ctx = browser.new_context()
+    try:
+        page = ctx.new_page()
+        page.goto(f"{base}/_bench_ours.html")
+        page.wait_for_function("window.harnessReady === true", timeout=BOOT_TIMEOUT_MS)
+        page.evaluate("async (src) => (await window.comfy.getPyodide()).runPython(src)", BUSY_PY)
+        page.evaluate("(s) => window.comfy.init({servers: s})", [server])
+        page.evaluate(JOBS_JS)
+        page.evaluate("window.bench.makeInput()")
+        for _ in range(3):
+            page.evaluate("(w) => window.bench.ours(w)", INVERT)
+        return page.evaluate("""async ([w, n]) => {
+            const py = await window.comfy.getPyodide();
+            py.runPython("_bench_busy.clear()");
+            const t = performance.now();
+            for (let i = 0; i < n; i++) await window.bench.ours(w);
+            const wall = (performance.now() - t) / n;
+            const b = JSON.parse(py.runPython("import json; json.dumps(dict(_bench_busy))"));
+            return { wall, callbacks: (b.callbacks || 0) * 1000 / n, ws: (b.ws || 0) * 1000 / n };
+        }""", [INVERT, n])
+    except Exception as exc:  # internal names changed: the line is left out, not the run
+        print(f"  python busy time not measured: {exc}")
+        return None
+    finally:
+        ctx.close()
+
+
+def bench_jobs(browser, base: str, server: str, a: argparse.Namespace, log,
+               group=None) -> dict:
     ctx = browser.new_context()
     try:
         page = ctx.new_page()
@@ -197,25 +312,34 @@ def bench_jobs(browser, base: str, server: str, a: argparse.Namespace, log) -> d
                             [INVERT, a.jobs, a.warmup])
         log(f"  sequential: ours median {statistics.median(lat['ours']):.1f} ms, "
             f"js median {statistics.median(lat['js']):.1f} ms")
-        conc = {"ours": [], "js": []}
-        for i in range(a.rounds):
-            for kind in (("ours", "js") if i % 2 == 0 else ("js", "ours")):
-                wall = page.evaluate("([k, w, n]) => window.bench.batch(k, w, n)",
-                                     [kind, INVERT, a.concurrency])
-                conc[kind].append(a.concurrency / (wall / 1000.0))  # jobs per second
-        log(f"  concurrent x{a.concurrency}: ours median {statistics.median(conc['ours']):.2f} "
-            f"jobs/s, js median {statistics.median(conc['js']):.2f} jobs/s")
-        return {"lat": lat, "conc": conc, "input_bytes": size}
+        conc: dict[int, dict[str, list[float]]] = {}
+        for width in a.widths:
+            conc[width] = {"ours": [], "js": []}
+            for i in range(a.rounds):
+                for kind in (("ours", "js") if i % 2 == 0 else ("js", "ours")):
+                    wall = page.evaluate("([k, w, n]) => window.bench.batch(k, w, n)",
+                                         [kind, INVERT, width])
+                    conc[width][kind].append(width / (wall / 1000.0))  # jobs per second
+            log(f"  concurrent x{width}: ours median "
+                f"{statistics.median(conc[width]['ours']):.2f} jobs/s, js median "
+                f"{statistics.median(conc[width]['js']):.2f} jobs/s")
+        reqs = request_profile(page, group) if group is not None else None
     finally:
         ctx.close()
+    busy = python_busy(browser, base, server)
+    if busy:
+        log(f"  python busy per job: {busy['callbacks'] + busy['ws']:.1f} ms of "
+            f"{busy['wall']:.1f} ms wall")
+    return {"lat": lat, "conc": conc, "input_bytes": size, "requests": reqs, "busy": busy}
 
 
 # --------------------------------------------------------------------------- report
 
 
-def report(a, info, boot, jobs, server_kind, server_url, elapsed) -> tuple[str, list[str]]:
+def report(a, info, boot, jobs, events, scale, server_kind, server_url,
+           elapsed) -> tuple[str, list[str]]:
     L: list[str] = []
-    heads: list[str] = []
+    heads: list[tuple[str, str, str]] = []  # (what, ours / reference, the figures)
     L += ["# Benchmarks", "",
           "Generated by `python3 build.py bench` (`bench/run.py`). Benchmarks, not tests: "
           "figures are **median (min – max)** over repeated runs; every comparison is a "
@@ -241,14 +365,30 @@ def report(a, info, boot, jobs, server_kind, server_url, elapsed) -> tuple[str, 
           "- **Jobs**: workflow LoadImage -> ImageInvert -> SaveImage on a 256x256 PNG made "
           "in the page with OffscreenCanvas. *Ours*: `processImage(workflow, blob)` then "
           "reading the output blob. *JS reference*: plain JS in the same page — FormData "
-          "`POST /upload/image`, `POST /prompt` with `client_id`, one persistent WebSocket "
-          "`/ws?clientId=` waiting for `executing{node:null}` of the prompt_id, "
+          "`POST /upload/image`, `POST /prompt` with `client_id` and a `prompt_id` it chose "
+          "(registered before the POST, as ours does), one persistent WebSocket "
+          "`/ws?clientId=` (announcing `supports_preview_metadata`) whose handler parses "
+          "every message, routes it by prompt_id and keeps the job's state, waiting for "
+          "`executing{node:null}` of the prompt_id, "
           "`GET /history/{id}` (retried every 5 ms while empty), `GET /view`. Both use the "
           f"same server. {a.warmup} untimed warm-up jobs per client, then {a.jobs} timed "
           "sequential jobs per client, interleaved with alternating order. Concurrent: "
-          f"{a.rounds} batches of {a.concurrency} jobs started together per client "
+          f"{a.rounds} batches of {' and of '.join(map(str, a.widths))} jobs started "
+          "together per client "
           "(alternating), throughput = jobs / batch wall time.",
-          f"- **Server**: {server_kind} `{server_url}`.", ""]
+          "- **Event throughput** and **Scale**: see their sections (dev servers only: "
+          "they need the dev server's flood knobs and many instances).",
+          f"- **Server**: {server_kind} `{server_url}`.",
+          f"- **Command**: `{('python3 build.py bench ' + ' '.join(a.argv)).strip()}`", ""]
+    L += ["## Options", "", "`python3 build.py bench [options]`; this run's values:", "",
+          "| option | this run | meaning |", "|---|---|---|"]
+    for act in build_parser()._actions:
+        if not act.option_strings or act.dest in ("help", "out"):
+            continue
+        value = getattr(a, act.dest, None)
+        shown = ",".join(value) if isinstance(value, list) else value
+        L.append(f"| `{act.option_strings[0]}` | {shown} | {act.help} |")
+    L.append("")
     if boot:
         c = {k: stats(v) for k, v in boot["cold"].items()}
         w = {k: stats(v) for k, v in boot["warm"].items()}
@@ -258,37 +398,179 @@ def report(a, info, boot, jobs, server_kind, server_url, elapsed) -> tuple[str, 
               "|---|---|---|---|",
               f"| cold (new context) | {fmt(c['ours'])} | {fmt(c['bare'])} | {rc:.2f}× |",
               f"| warm (reload) | {fmt(w['ours'])} | {fmt(w['bare'])} | {rw:.2f}× |", "",
-              "Breakdown of ours (`comfy.bootTimings`, ms since the module started booting; "
-              "`total` excludes page load and module import, and `init()`'s own pool set-up):", "",
+              "Breakdown of ours (`comfy.bootTimings`: `importLoader` -> `importClient` are "
+              "the boot's phases and `total` their sum; `pageAndModule` is navigation start "
+              "-> the page's script runs (page load and importing comfyui.js), `initOwn` is "
+              "what `init()` adds after the boot (configuring the pool)):", "",
               "| phase | cold | warm |", "|---|---|---|"]
-        for key in ("importLoader", "loadPyodide", "importClient", "total"):
+        for key in ("pageAndModule", "importLoader", "loadPyodide", "installClient",
+                    "importClient", "total", "initOwn"):
             cv = [b[key] for b in boot["breakdown"]["cold"] if b and key in b]
             wv = [b[key] for b in boot["breakdown"]["warm"] if b and key in b]
             if cv and wv:
                 L.append(f"| {key} | {fmt(stats(cv))} | {fmt(stats(wv))} |")
         L.append("")
-        heads += [f"Boot cold: ours/bare = {rc:.2f}× ({c['ours']['median']:.0f} ms vs "
-                  f"{c['bare']['median']:.0f} ms)",
-                  f"Boot warm: ours/bare = {rw:.2f}× ({w['ours']['median']:.0f} ms vs "
-                  f"{w['bare']['median']:.0f} ms)"]
+        heads += [("Boot, cold (page load -> `init()` resolved)", f"{rc:.2f}× bare Pyodide",
+                   f"{c['ours']['median']:.0f} ms vs {c['bare']['median']:.0f} ms"),
+                  ("Boot, warm (reload)", f"{rw:.2f}× bare Pyodide",
+                   f"{w['ours']['median']:.0f} ms vs {w['bare']['median']:.0f} ms")]
     if jobs:
         lo, lj = stats(jobs["lat"]["ours"]), stats(jobs["lat"]["js"])
-        to, tj = stats(jobs["conc"]["ours"]), stats(jobs["conc"]["js"])
-        rl, rt = ratio(lo, lj), ratio(to, tj)
+        rl = ratio(lo, lj)
         L += ["## Jobs (upload -> invert -> download)", "",
               f"Input PNG: {jobs['input_bytes']} bytes.", "",
               "| | ours: `processImage` | JS reference | ours / JS |", "|---|---|---|---|",
               f"| sequential latency ({a.jobs} jobs) | {fmt(lo)} | {fmt(lj)} | {rl:.2f}× |",
               "| overhead per job (median difference) | "
               f"{lo['median'] - lj['median']:+.1f} ms | | |",
-              f"| throughput, {a.concurrency} concurrent ({a.rounds} batches) | "
-              f"{fmt(to, 'jobs/s', 2)} | {fmt(tj, 'jobs/s', 2)} | {rt:.2f}× |", ""]
-        heads += [f"Job latency: ours/JS = {rl:.2f}× ({lo['median']:.1f} ms vs "
-                  f"{lj['median']:.1f} ms, {lo['median'] - lj['median']:+.1f} ms per job)",
-                  f"Throughput x{a.concurrency}: ours/JS = {rt:.2f}× ({to['median']:.2f} vs "
-                  f"{tj['median']:.2f} jobs/s)"]
-    L[L.index("## Machine"):L.index("## Machine")] = (
-        ["## Headline", ""] + [f"- {h}" for h in heads] + [""])
+              ]
+        heads += [("Job latency (upload -> invert -> download)", f"{rl:.2f}× plain JS",
+                   f"{lo['median']:.1f} ms vs {lj['median']:.1f} ms "
+                   f"({lo['median'] - lj['median']:+.1f} ms per job)")]
+        for width, cw in jobs["conc"].items():
+            to, tj = stats(cw["ours"]), stats(cw["js"])
+            rt = ratio(to, tj)
+            L.append(f"| throughput, {width} concurrent ({a.rounds} batches) | "
+                     f"{fmt(to, 'jobs/s', 2)} | {fmt(tj, 'jobs/s', 2)} | {rt:.2f}× |")
+            heads.append((f"Throughput, {width} concurrent jobs", f"{rt:.2f}× plain JS",
+                          f"{to['median']:.2f} vs {tj['median']:.2f} jobs/s"))
+        L.append("")
+    if jobs and jobs.get("busy"):
+        bz = jobs["busy"]
+        L += [f"Where the overhead goes: in a separate page with every asyncio callback and "
+              f"WebSocket message of ours timed, a job took {bz['wall']:.1f} ms wall and "
+              f"{bz['callbacks'] + bz['ws']:.1f} ms of it were spent inside Python code "
+              "(including the browser calls it makes: fetch, FormData, Blob, conversions): "
+              f"{bz['callbacks']:.1f} ms in the bridge's calls and other callbacks (requests, "
+              f"parsing, job state, audit) and {bz['ws']:.1f} ms "
+              "handling WebSocket messages (mostly while the server executes, so partly "
+              "hidden). The request count is the same as the reference's (below): the "
+              "overhead is Python CPU time, not extra round trips.", ""]
+    if jobs and jobs.get("requests"):
+        rq = jobs["requests"]
+        keys = sorted(set(rq["ours"]) | set(rq["js"]))
+        L += ["Requests per job by route (dev server's own log, 5 jobs each):", "",
+              "| route | ours | JS reference |", "|---|---|---|"]
+        L += [f"| `{k}` | {rq['ours'].get(k, 0):.1f} | {rq['js'].get(k, 0):.1f} |" for k in keys]
+        L += [f"| **total** | {sum(rq['ours'].values()):.1f} | {sum(rq['js'].values()):.1f} |", ""]
+    if events:
+        from bench.events import rates
+
+        r = rates(events)
+        L += ["## Event throughput (JSON messages and preview frames to a JS callback)", "",
+              f"Dev server flood: {events['flood']} `progress` + {events['flood']} "
+              f"`progress_state` messages and {events['flood_previews']} 8x8 PNG preview "
+              f"frames per job; {a.event_rounds} timed rounds per client. Replay: the "
+              f"{events['replay']['n']} text frames the server sent "
+              f"({events['capture']['bytes']} bytes), then {events['replay']['framesPerRound']} "
+              "type-4 preview frames of 1 KiB, fed synchronously to each client's socket "
+              "handler while a job of ours runs.", "",
+              "| | ours | JS reference | ours / JS |", "|---|---|---|---|"]
+        rows = (("end to end: JSON msg/s (server-bound)", "e2e_text"),
+                ("end to end: preview frames/s", "e2e_frames"),
+                ("replay: JSON msg/s (client-bound)", "replay_text"),
+                ("replay: preview frames/s (client-bound)", "replay_frames"))
+        for label, key in rows:
+            so, sj = stats(r[key]["ours"]), stats(r[key]["js"])
+            L.append(f"| {label} | {fmt(so, '/s', 0)} | {fmt(sj, '/s', 0)} | "
+                     f"{ratio(so, sj):.3f}× |")
+        big = events["replay"]["big"]
+        mib = 2 ** 20
+        L += ["", f"No copy into Python: {big['frames']} preview frames of "
+              f"{big['frameBytes'] / mib:.0f} MiB went through our client and reached the "
+              f"callback as Blobs ({big['blobBytes'] / mib:.0f} MiB in total); the wasm heap "
+              f"was {big['heapBefore'] / mib:.1f} MiB before and {big['heapAfter'] / mib:.1f} "
+              f"MiB after (growth {(big['heapAfter'] - big['heapBefore']) / mib:+.1f} MiB). "
+              "For contrast, copying the same frame into Python once "
+              f"(`ArrayBuffer.to_bytes()`, {big['copiedBytes'] / mib:.0f} MiB) grew it to "
+              f"{big['heapAfterCopy'] / mib:.1f} MiB. Every preview callback got a `Blob`: "
+              f"{'yes' if events['replay']['blobs'] else 'NO'}.", ""]
+        bd = events.get("breakdown") or {}
+        if bd and "error" not in bd:
+            per_msg = 1e6 / stats(r["replay_text"]["ours"])["median"]
+            L += ["Where one JSON message's time goes in ours (each step timed alone in the "
+                  f"page's Python over the same frames, µs; the whole path measured "
+                  f"{per_msg:.0f} µs per message in the replay above):", "",
+                  "| step | µs per message |", "|---|---|"]
+            L += [f"| `{k}` | {v:.1f} |" for k, v in bd.items()]
+            L.append("")
+        elif bd:
+            L += [f"Per-message breakdown not available: {bd['error']}", ""]
+        so, sj = stats(r["replay_text"]["ours"]), stats(r["replay_text"]["js"])
+        fo, fj = stats(r["replay_frames"]["ours"]), stats(r["replay_frames"]["js"])
+        heads += [("JSON progress messages to a JS callback (client-bound)",
+                   f"{ratio(so, sj):.3f}× plain JS",
+                   f"{so['median']:.0f} vs {sj['median']:.0f} msg/s"),
+                  ("Preview frames to JS as Blobs (client-bound)",
+                   f"{ratio(fo, fj):.2f}× plain JS",
+                   f"{fo['median']:.0f} vs {fj['median']:.0f} frames/s; image bytes never "
+                   f"copied into Python (wasm heap "
+                   f"{(big['heapAfter'] - big['heapBefore']) / mib:+.0f} MiB over "
+                   f"{big['frames']} x {big['frameBytes'] / mib:.0f} MiB frames)")]
+    if scale:
+        sc = scale
+        ps = sorted(sc["per_server"].values()) or [0]
+        L += [f"## Scale ({sc['servers']} dev servers in one process, job affinity, one page)",
+              "",
+              "| | |", "|---|---|",
+              f"| jobs started at once | {sc['jobs']} |",
+              f"| completed | {sc['ok']} ({sc['jobs'] - sc['ok']} failed"
+              + (f": {sc['errors']}" if sc["errors"] else "") + ") |",
+              f"| time to drain | {sc['drain_ms'] / 1000:.2f} s "
+              f"({sc['ok'] / (sc['drain_ms'] / 1000):.1f} jobs/s) |",
+              f"| jobs per server | min {ps[0]}, median {statistics.median(ps):g}, max {ps[-1]} "
+              f"over {len(sc['per_server'])} servers |",
+              f"| `validateServerConsistency()` | consistent={sc['consistency']['consistent']}, "
+              f"{sc['consistency']['checkedJobs']} jobs checked, {sc['violations']} violations, "
+              f"{sc['consistency']['droppedRecords']} audit records dropped |",
+              f"| servers' own request logs | {sc['server_logs']['checked']} jobs checked, "
+              f"{sc['server_logs']['mismatched']} submitted or queried elsewhere |",
+              f"| selection `PoolClient.select()` (in Python) | {sc['select_idle_us']:.0f} µs "
+              f"idle; {sc['select_busy_us']:.0f} µs with {sc['busy_inflight']} jobs in flight |",
+              f"| `getApiBaseUrl()` from page JS (selection + bridge) | "
+              f"{sc['api_base_idle_us']:.0f} µs idle |",
+              f"| selection after all {sc['jobs'] + sc['leak_jobs'] + 1} jobs (records kept) | "
+              f"{sc['select_late_us']:.0f} µs |",
+              f"| single-job latency, fresh page (15 jobs) | {fmt(stats(sc['lat_fresh']))} |",
+              f"| single-job latency after all jobs (15 jobs) | {fmt(stats(sc['lat_full']))} "
+              f"({ratio(stats(sc['lat_full']), stats(sc['lat_fresh'])):.2f}× fresh) |", ""]
+        lk = sc["leak"]
+        L += [f"Memory over {sc['leak_jobs']} more jobs ({lk['failed']} failed, "
+              f"{lk['ms'] / 1000:.1f} s; JS heap after a forced GC, Python objects after "
+              "`gc.collect()`, proxies and listeners from `debugWebSocketLock()`):", "",
+              "| after jobs | JS heap | wasm heap | Python objects | live PyProxies | "
+              "WS listeners | pending tasks |", "|---|---|---|---|---|---|---|"]
+        for sn in lk["snaps"]:
+            js_heap = f"{sn['jsHeap'] / 2**20:.1f} MiB" if sn["jsHeap"] else "n/a"
+            L.append(f"| {sn['done']} | {js_heap} | {sn['wasmHeap'] / 2**20:.1f} MiB | "
+                     f"{sn['pyObjects']} | {sn['liveProxies']} | {sn['wsListeners']} | "
+                     f"{sn['pendingTasks']} |")
+        f0, f1 = lk["snaps"][0], lk["snaps"][-1]
+        L += ["", "Python objects grow while the client fills its retention caps (the last "
+              "1000 finished jobs are kept for `getTaskHistory()` and reloads, the audit log "
+              "keeps 5000 records) and then stay flat; the wasm heap is a high-water mark that "
+              "never shrinks; live PyProxies and WebSocket listeners are the 4 listeners of "
+              "each open socket (one per server).", ""]
+        heads += [(f"Scale: {sc['jobs']} jobs at once over {sc['servers']} servers, "
+                   "job affinity", "—",
+                   f"{sc['ok']}/{sc['jobs']} done in {sc['drain_ms'] / 1000:.1f} s, "
+                   f"audit consistent={sc['consistency']['consistent']}, server logs "
+                   f"{sc['server_logs']['mismatched']} mismatches, selection "
+                   f"{sc['select_busy_us']:.0f} µs/job with {sc['busy_inflight']} in flight"),
+                  (f"Memory over {sc['leak_jobs']} more jobs", "—",
+                   f"live PyProxies {f0['liveProxies']} -> {f1['liveProxies']}, WS listeners "
+                   f"{f0['wsListeners']} -> {f1['wsListeners']}, wasm heap "
+                   f"{f0['wasmHeap'] / 2**20:.0f} -> {f1['wasmHeap'] / 2**20:.0f} MiB, "
+                   f"Python objects {f0['pyObjects']} -> {f1['pyObjects']} (flat once the "
+                   "client's retention caps are full: "
+                   + " / ".join(str(sn["pyObjects"]) for sn in lk["snaps"][-3:])
+                   + " over the last snapshots)")]
+    at = L.index("## Machine")
+    L[at:at] = (["## Headline", "",
+                 "Quotable: every ratio is ours / the reference, medians, same browser, same run.",
+                 "", "| measure | ours / reference | figures (ours vs reference) |",
+                 "|---|---|---|"]
+                + [f"| {what} | {r} | {fig} |" for what, r, fig in heads] + [""])
     return "\n".join(L) + "\n", heads
 
 
@@ -324,6 +606,7 @@ def main(argv: list[str]) -> int:
             path.write_text(text)
             stack.callback(path.unlink, missing_ok=True)
         static = stack.enter_context(build.StaticServer(dist))
+        group = None
         if a.servers:
             servers, server_kind = a.servers, "given server"
         else:
@@ -332,7 +615,9 @@ def main(argv: list[str]) -> int:
             group = stack.enter_context(ServerGroup(count=1, cors_origin="*"))
             servers, server_kind = group.urls, "dev server (comfyui_devserver, defaults)"
         pw = stack.enter_context(sync_playwright())
-        browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        # precise performance.memory and window.gc() for the scale benchmark's snapshots
+        browser = pw.chromium.launch(executable_path=chromium, args=[
+            *CHROMIUM_ARGS, "--enable-precise-memory-info", "--js-flags=--expose-gc"])
         stack.callback(browser.close)
         info = machine_info(browser)
         log(f"bench: Chromium {info['chromium']}, Pyodide {info['pyodide']}, "
@@ -341,10 +626,21 @@ def main(argv: list[str]) -> int:
         if not a.skip_boot:
             log("bench: boot")
             boot = bench_boot(browser, static.url, servers, a.runs, log)
-        log("bench: jobs")
-        jobs = bench_jobs(browser, static.url, servers[0], a, log)
+        jobs = events = None
+        if not a.skip_jobs:
+            log("bench: jobs")
+            jobs = bench_jobs(browser, static.url, servers[0], a, log, group)
+        if group is not None and not a.skip_events:
+            log("bench: event throughput")
+            events = bench_events(browser, static.url, group, a, log, INVERT, BOOT_TIMEOUT_MS)
+        elif a.servers:
+            log("bench: event throughput needs the dev server's flood knobs: skipped")
+        scale = None
+        if not a.skip_scale and not a.servers:
+            log(f"bench: scale ({a.scale_servers} servers, {a.scale_jobs} jobs)")
+            scale = bench_scale(browser, static.url, a, log, INVERT, BOOT_TIMEOUT_MS)
         elapsed = time.monotonic() - t_start
-        text, _heads = report(a, info, boot, jobs, server_kind, servers[0], elapsed)
+        text, _heads = report(a, info, boot, jobs, events, scale, server_kind, servers[0], elapsed)
     Path(a.out).write_text(text)
     print("\n" + text)
     log(f"bench: wrote {a.out}")

@@ -18,7 +18,6 @@ from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import urlsplit
 
 from .backoff import Backoff
 from .errors import ConfigError, ServerUnreachable
@@ -46,6 +45,7 @@ _SPEC_KEYS = frozenset({"url", "weight", "label", "token"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 # Host names as they occur in practice, Docker's underscores included; IPv6 goes in brackets.
 _HOST_RE = re.compile(r"^(?:[a-z0-9._~%-]+|\[[0-9a-f:.]+\])$")
+_SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*$")
 _SCHEME_ONLY_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(?!\d)")
 
 
@@ -100,8 +100,8 @@ def _normalize_url(url: Any, where: str) -> tuple[str, str]:
                         "only http:// and https:// server URLs are accepted")
         raise _fail(where, f"{shown} has no scheme",
                     f"write it with http:// or https://, e.g. 'http://{text.rstrip('/')}'")
-    parts = urlsplit(text)
-    scheme = parts.scheme.lower()
+    parts = _split_url(text)
+    scheme = parts.scheme
     if scheme not in ("http", "https"):
         hint = "only http:// and https:// server URLs are accepted"
         if scheme in ("ws", "wss"):
@@ -134,6 +134,56 @@ def _normalize_url(url: Any, where: str) -> tuple[str, str]:
     same_port = port is None or port == _DEFAULT_PORTS[scheme]
     identity = f"{scheme}://{netloc_host}{'' if same_port else f':{port}'}{path}"
     return key, identity
+
+
+@dataclass(frozen=True)
+class _UrlParts:
+    scheme: str
+    netloc: str
+    path: str
+
+    @property
+    def hostname(self) -> str | None:
+        host = self._host_port()[0]
+        return host.lower() if host else None
+
+    @property
+    def port(self) -> int | None:
+        raw = self._host_port()[1]
+        if not raw:
+            return None
+        if not (raw.isascii() and raw.isdigit()) or int(raw) > 65535:
+            raise ValueError(f"invalid port {raw!r}")
+        return int(raw)
+
+    def _host_port(self) -> tuple[str, str | None]:
+        hostport = self.netloc.rpartition("@")[2]
+        if hostport.startswith("["):
+            close = hostport.find("]")
+            if close == -1:
+                return "", None
+            rest = hostport[close + 1:]
+            port = rest[1:] if rest.startswith(":") else (None if not rest else "?")
+            return hostport[1:close], port
+        host, sep, port = hostport.partition(":")
+        return host, (port if sep else None)
+
+
+def _split_url(text: str) -> _UrlParts:
+    """``scheme://netloc/path`` of a URL known to contain ``://``: the part of
+    ``urllib.parse.urlsplit`` this module needs. Written out because importing
+    ``urllib.parse`` costs ~60 ms of the page's boot under Pyodide (``python3 build.py
+    bench``), and ``init()`` validates URLs during boot."""
+    scheme, _, rest = text.partition("://")
+    end = len(rest)
+    for stop in "/?#":
+        i = rest.find(stop)
+        if i != -1:
+            end = min(end, i)
+    path = rest[end:].split("#", 1)[0].split("?", 1)[0]
+    if not _SCHEME_RE.match(scheme):
+        scheme = ""  # as urlsplit: not a scheme at all
+    return _UrlParts(scheme.lower(), rest[:end], path)
 
 
 @functools.lru_cache(maxsize=256)

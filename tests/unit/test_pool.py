@@ -395,3 +395,24 @@ def test_reconfigure_validates_the_new_list() -> None:
     pool = Pool.create(["http://a"])
     with pytest.raises(ConfigError, match="servers is empty"):
         pool.reconfigure([], set())
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://[-//::1", "https://]:8188",
+                                 "http://[::1]x:8188", "http://h:8188:9", "http://h:８１"])
+def test_malformed_hosts_and_ports_are_config_errors_not_crashes(url):
+    """urlsplit raised a bare ValueError for an unclosed IPv6 bracket; the client's own
+    splitter answers every malformed URL with the same clear ConfigError."""
+    with pytest.raises(ConfigError) as info:
+        normalize_servers([url])
+    assert "http://" in info.value.message or "host" in info.value.message \
+        or "port" in info.value.message
+
+
+@pytest.mark.parametrize(("url", "key"), [
+    ("HTTP://LocalHost:8188/", "http://localhost:8188"),
+    ("https://[::1]:8443/comfy/", "https://[::1]:8443/comfy"),
+    ("http://gpu1/", "http://gpu1"),
+    ("http://10.0.0.2:80/a/b", "http://10.0.0.2:80/a/b"),
+])
+def test_normalised_keys(url, key):
+    assert normalize_servers([url])[0].url == key

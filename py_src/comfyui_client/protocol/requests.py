@@ -94,12 +94,10 @@ class HttpRequest:
         with the path and the encoded query. ``base=""`` gives the relative target (used for
         audit records). Query values are encoded with ``%20`` for spaces, never ``+``, so a
         file name survives any server's decoding unchanged."""
-        from urllib.parse import quote
-
         target = base.rstrip("/") + self.path
         if self.query:
             target += "?" + "&".join(
-                f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in self.query
+                f"{percent_encode(k)}={percent_encode(v)}" for k, v in self.query
             )
         return target
 
@@ -109,10 +107,20 @@ class HttpRequest:
         return f"{self.method} {self.path}"
 
 
-def _segment(value: str) -> str:
-    from urllib.parse import quote
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
 
-    return quote(value, safe="")
+
+def percent_encode(value: str) -> str:
+    """What ``urllib.parse.quote(value, safe="")`` gives: UTF-8, every byte but RFC 3986's
+    unreserved characters as ``%XX`` (so ``/``, ``&``, ``+`` and spaces never change
+    meaning). Written out because importing ``urllib.parse`` costs ~60 ms in the page."""
+    if value.isascii() and all(ord(ch) in _UNRESERVED for ch in value):
+        return value
+    return "".join(chr(b) if b in _UNRESERVED else f"%{b:02X}" for b in value.encode("utf-8"))
+
+
+def _segment(value: str) -> str:
+    return percent_encode(value)
 
 
 def _check_text(value: Any, what: str, *, allow_empty: bool = False) -> str:
@@ -367,12 +375,10 @@ def ws_path(client_id: str, token: str | None = None) -> str:
     Browsers cannot add headers to a WebSocket handshake, so a proxy's credential travels as
     the ``token`` query parameter.
     """
-    from urllib.parse import quote
-
-    path = f"/ws?clientId={quote(_check_client_id(client_id), safe='')}"
+    path = f"/ws?clientId={percent_encode(_check_client_id(client_id))}"
     if token is not None:
         _check_text(token, "token")
-        path += f"&token={quote(token, safe='')}"
+        path += f"&token={percent_encode(token)}"
     return path
 
 

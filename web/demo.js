@@ -164,8 +164,10 @@ function onProgress(card, started) {
     if (card.dataset.state !== p.state) refreshLock();
     card.dataset.state = p.state;
     card.querySelector(".job-progress").value = p.progress || 0;
+    const np = p.nodeProgress;
     text(card.querySelector(".job-node"), p.currentNode
-      ? `node ${p.currentNode}${p.nodeMax ? ` · ${p.nodeValue}/${p.nodeMax}` : ""}` : "");
+      ? t("node_progress", { node: p.currentNode, step: np ? ` · ${np.value}/${np.max}` : "" })
+      : "");
     text(card.querySelector(".job-time"), `${((performance.now() - started) / 1000).toFixed(1)} s`);
   };
 }

@@ -274,7 +274,9 @@ class BrowserTransport:
         return js.Uint8Array.new(buf, offset)
 
     def now(self) -> float:
-        return float(js.performance.now()) / 1000.0
+        # Emscripten's CLOCK_MONOTONIC is performance.now(); time.monotonic() reads it
+        # without a JS call through the FFI (0.4 µs vs 2.6 µs, and it runs per WS message)
+        return time.monotonic()
 
     def wall_time(self) -> float:
         return time.time()

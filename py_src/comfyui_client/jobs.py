@@ -47,6 +47,7 @@ __all__ = [
     "AWAITING_OUTPUTS",
     "CLIENT_EVENTS",
     "FAILOVER_POLICIES",
+    "FREQUENT_EVENTS",
     "LOSS_CODES",
     "SERVER_EVENTS",
     "STATES",
@@ -69,6 +70,7 @@ __all__ = [
     "mark",
     "new_job",
     "outputs_fetched",
+    "progress_to_dict",
     "released",
     "rename",
     "server_lost",
@@ -811,6 +813,29 @@ def failover_decision(policy: str, job: Job, error_code: str, *, alternative: st
 
 
 # --------------------------------------------------------------------------- page view
+
+
+#: events that come by the hundred per node: their callback gets ``progress_to_dict``
+FREQUENT_EVENTS = frozenset({"progress", "progress_state"})
+
+
+def progress_to_dict(job: Job) -> dict[str, Any]:
+    """The short view for ``progress``/``progress_state`` callbacks: what a progress bar
+    needs. Building and converting the full ``job_to_dict`` (outputs, node lists...) for
+    every one of those messages was most of the client's per-message cost in the page."""
+    node_progress = None
+    if job.node_value is not None and job.node_max is not None:
+        node_progress = {"value": job.node_value, "max": job.node_max}
+    return {
+        "jobId": job.job_id,
+        "promptId": job.prompt_id,
+        "server": job.server,
+        "state": job.state,
+        "progress": job.progress,
+        "currentNode": job.current_node,
+        "nodeProgress": node_progress,
+        "totalNodes": job.total_nodes,
+    }
 
 
 def job_to_dict(job: Job) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 from pathlib import Path
 
@@ -165,6 +166,7 @@ def test_progress_moves_and_preview_appears(demo, slow_servers):
     page = demo
     page.click("#run")
     seen = set()
+    node_texts: set[str] = set()
     deadline = time.monotonic() + 30
     preview = False
     shot_taken = False
@@ -174,10 +176,12 @@ def test_progress_moves_and_preview_appears(demo, slow_servers):
           if (!card) return null;
           const img = card.querySelector('.job-preview');
           return { v: card.querySelector('progress').value, state: card.dataset.state || '',
+                   node: card.querySelector('.job-node').textContent,
                    preview: !img.hidden && !!img.src && img.complete && img.naturalWidth > 0 };
         }""")
         if info:
             seen.add(round(info["v"], 3))
+            node_texts.add(info["node"])
             preview = preview or info["preview"]
             if info["state"] == "running" and 0 < info["v"] < 1 and not shot_taken:
                 _shot(page, "running-job.png")
@@ -187,6 +191,8 @@ def test_progress_moves_and_preview_appears(demo, slow_servers):
         page.wait_for_timeout(40)
     assert info and info["state"] == "succeeded", info
     assert len({v for v in seen if 0 < v < 1}) >= 2, f"progress did not move: {sorted(seen)}"
+    # the running node's own steps are shown too ("node 2 · 3/4")
+    assert any(re.fullmatch(r"node \d+ · \d+/4", t) for t in node_texts), node_texts
     assert shot_taken
     assert preview, "no live preview frame was shown while the job ran"
 
@@ -228,6 +234,9 @@ def test_drop_zone_opens_file_picker_from_keyboard(demo, tmp_path):
     """Enter and Space on the focused drop zone open the file picker, and the picked file
     is the one the page will run (each chooser is answered, so the next one can open)."""
     page = demo
+    # other tests' pages may still be open in this browser: Chromium shows a file chooser
+    # only for the active page with a user gesture, so make this one active
+    page.bring_to_front()
     for key, name in (("Enter", "first.png"), (" ", "second.png")):
         src = tmp_path / name
         src.write_bytes(_solid_png((10, 20, 30)))

@@ -552,3 +552,31 @@ def test_history_5xx_is_retried_and_a_persisting_one_is_a_typed_error():
             await c.close()
 
     run(main())
+
+
+def test_progress_callbacks_get_the_short_view_and_the_rest_the_full_one():
+    """A sampler-like node sends many progress messages: those callbacks carry what a
+    progress bar needs (with the node's own steps); every other event the whole job."""
+    async def main():
+        async with _env_and_servers(1) as (env, (a,)):
+            a.faults.progress_steps, a.faults.progress_step_delay_s = 3, 0.0
+            c = PoolClient(env, [a.url], ClientOptions(affinity="job"))
+            seen: list[dict] = []
+            from comfyui_client.api import PageApi
+
+            api = PageApi(c.env)
+            api.client = c
+            await api.js_processImage(INVERT, _png((1, 2, 3)),
+                                      {"filename": "p.png", "onProgress": seen.append})
+            progress = [p for p in seen if p["event"] == "progress"]
+            assert len(progress) == 3
+            assert [p["nodeProgress"] for p in progress] == [
+                {"value": i, "max": 3} for i in (1, 2, 3)]
+            assert all(set(p) == {"event", "jobId", "promptId", "server", "state", "progress",
+                                  "currentNode", "nodeProgress", "totalNodes"}
+                       for p in progress)
+            done = next(p for p in seen if p["event"] == "execution_success")
+            assert done["images"] and "outputs" in done and done["server"] == a.url
+            await c.close()
+
+    run(main())

@@ -90,6 +90,19 @@ def from_js(value: Any) -> Any:
     return value
 
 
+def _plain_for_callback(payload: Any) -> Any:
+    """Plain JS data for a page callback or a bridge answer. Pure data (every progress
+    message) goes as one JSON string parsed by the browser: ~5 µs, where ``to_js`` walks the
+    dict through the FFI for ~30 µs. ``None`` arrives as ``null`` (``to_js`` gives
+    ``undefined``); page code reads both alike with ``??`` and ``==``. A payload holding a
+    JS handle (a preview's Blob) cannot be JSON and takes ``to_js``."""
+    try:
+        text = json.dumps(payload, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError):
+        return to_plain_js(payload)
+    return js.JSON.parse(text)
+
+
 def _keep_handles(value: Any, _convert: Any, _cache: Any) -> Any:
     # Called by to_py for JS objects it does not convert by itself (Blob, File, functions...)
     return value
@@ -324,7 +337,7 @@ class BrowserTransport:
         if fn is None or fn is jsnull:
             return
         try:
-            fn(to_plain_js(payload))
+            fn(_plain_for_callback(payload))
         except Exception as exc:  # JsException from page code
             js.console.warn(f"comfyui.js: a callback threw: {exc}")
 
@@ -347,9 +360,9 @@ class Bridge:
             py_args = [from_js(a) for a in args] if args is not None else []
             fn = self.api.exported(method)
             value = await fn(*py_args)
-            return to_plain_js({"ok": True, "value": value})
+            return _plain_for_callback({"ok": True, "value": value})
         except ComfyClientError as exc:
-            return to_plain_js({"ok": False, "error": exc.to_dict()})
+            return _plain_for_callback({"ok": False, "error": exc.to_dict()})
         except Exception as exc:  # a bug of ours: still a typed, plain error for the page
             js.console.error(f"comfyui.js internal error in {method}: {exc!r}")
             return to_plain_js(

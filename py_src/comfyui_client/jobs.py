@@ -569,7 +569,11 @@ def _step(job: Job, key: str, data: Mapping[str, Any], now: float | None, *,
         changes["finished_at"] = at
     updated = replace(job, state=target, events_seen=seen, updated_at=at, **changes)
     progress = _progress(updated)
-    return updated if progress == updated.progress else replace(updated, progress=progress)
+    if progress != updated.progress:
+        # ``updated`` is brand new and not shared yet: set the derived field in place
+        # rather than copying the whole job a second time (this runs per WS message)
+        object.__setattr__(updated, "progress", progress)
+    return updated
 
 
 def apply_event(job: Job, event: Any, *, now: float | None = None) -> Job:

@@ -31,6 +31,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import tomllib
@@ -66,6 +67,9 @@ MIME = {
 CHROMIUM = "/usr/bin/chromium"
 # Modules of the package that only make sense on the host (they import aiohttp).
 HOST_ONLY = {"_host.py"}
+# Compiles the wheel's modules with Pyodide's own CPython (see compile_pyc below).
+COMPILE_PYC = ROOT / "tools" / "compile_pyc.mjs"
+PYC_CACHE = ROOT / ".cache" / "pyc"
 
 
 def log(msg: str) -> None:
@@ -204,8 +208,11 @@ def sha256_file(path: Path) -> str:
 def build_own_wheel(out_dir: Path) -> Path:
     """Zip ``py_src/comfyui_client`` into a py3-none-any wheel.
 
-    Deterministic (fixed timestamps, sorted entries) so an unchanged source gives an unchanged
-    sha256 and the browser cache stays valid between builds.
+    Besides the sources (kept for tracebacks) it carries their bytecode for Pyodide's CPython
+    (``__pycache__/*.cpython-314.pyc``, see ``compile_pyc``), so the page does not compile our
+    modules at import. Deterministic (fixed timestamps, sorted entries, bytecode compiled with
+    a fixed hash seed) so an unchanged source gives an unchanged sha256 and the browser cache
+    stays valid between builds.
     """
     proj = project_config()["project"]
     pkg = project_config()["build"]["page-package"]
@@ -218,6 +225,7 @@ def build_own_wheel(out_dir: Path) -> Path:
         if "__pycache__" in path.parts or path.name in HOST_ONLY:
             continue
         files.append((path.relative_to(ROOT / "py_src").as_posix(), path.read_bytes()))
+    files += compile_pyc(files)
     metadata = (
         f"Metadata-Version: 2.1\nName: {proj['name']}\nVersion: {version}\n"
         f"Summary: {proj['description']}\nRequires-Python: {proj['requires-python']}\n"
@@ -239,6 +247,114 @@ def build_own_wheel(out_dir: Path) -> Path:
             info.external_attr = 0o644 << 16
             zf.writestr(info, data)
     return whl
+
+
+class PycError(Exception):
+    """Precompiling the wheel's modules failed; the message says why."""
+
+
+def compile_pyc(sources: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """Bytecode of ``sources`` (wheel paths and contents of .py files) for Pyodide's CPython,
+    as (``pkg/__pycache__/mod.cpython-314.pyc``, bytes) pairs to add to the wheel.
+
+    Compiled by Pyodide itself under Node (``tools/compile_pyc.mjs``): the host's CPython makes
+    bytecode for its own version, which the page would ignore. The files are unchecked-hash
+    pycs (PEP 552), used without comparing the source's mtime, which unpacking a wheel does
+    not keep. In the page importing our package then skips compiling it (~140 ms of boot).
+
+    Results are cached in .cache/pyc/ by a hash of the sources, the Pyodide version and the
+    compile script. When compiling is impossible (no ``node``, a broken Pyodide install) the
+    build goes on with a source-only wheel, which works but boots slower, and prints why.
+    """
+    try:
+        return _compile_pyc(sources)
+    except (PycError, OSError) as exc:
+        log(f"WARNING: our wheel ships WITHOUT precompiled bytecode: {exc}")
+        log("WARNING: the page still works, but compiles comfyui_client at import "
+            "(~140 ms more boot); fix the cause above and rebuild")
+        return []
+
+
+def _compile_pyc(sources: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    node = shutil.which("node")
+    if node is None:
+        raise PycError("`node` is not on PATH (apt-get install -y nodejs)")
+    pkg_json = PYODIDE_NPM / "package.json"
+    if not pkg_json.exists():
+        raise PycError(f"{pkg_json} is missing (npm ci)")
+    if not COMPILE_PYC.exists():
+        raise PycError(f"{COMPILE_PYC} is missing")
+    key = hashlib.sha256()
+    key.update(json.loads(pkg_json.read_text()).get("version", "").encode() + b"\0")
+    key.update(COMPILE_PYC.read_bytes() + b"\0")
+    for arc, data in sources:
+        key.update(arc.encode() + b"\0" + hashlib.sha256(data).digest())
+    cache = PYC_CACHE / key.hexdigest()
+    if not (cache / "result.json").exists():
+        _run_compile_pyc(node, sources, cache)
+    result = json.loads((cache / "result.json").read_text())
+    magic = bytes.fromhex(result["magic"])
+    tag = result["cache_tag"]
+    major, minor = result["version"].split(".")[:2]
+    if tag != f"cpython-{major}{minor}":
+        raise PycError(f"Pyodide reports cache tag {tag!r} for Python {result['version']}")
+    out = []
+    for arc, _data in sources:
+        pyc_arc = result["pyc"].get(arc)
+        if pyc_arc is None:
+            raise PycError(f"no bytecode was produced for {arc}")
+        stem = arc.rsplit("/", 1)[-1][:-3]
+        want = f"{arc.rpartition('/')[0]}/__pycache__/{stem}.{tag}.pyc".lstrip("/")
+        if pyc_arc != want:
+            raise PycError(f"bytecode of {arc} came out as {pyc_arc}, expected {want}")
+        data = (cache / pyc_arc).read_bytes()
+        # PEP 552 header: magic, flags (0b01 = hash-based, source not checked), source hash
+        if data[:4] != magic or int.from_bytes(data[4:8], "little") != 0b01:
+            raise PycError(f"{pyc_arc} does not start with Pyodide's magic {magic.hex()} "
+                           "and the unchecked-hash flag")
+        out.append((pyc_arc, data))
+    log(f"precompiled {len(out)} modules for Pyodide's Python {result['version']} ({tag})")
+    return out
+
+
+def _run_compile_pyc(node: str, sources: list[tuple[str, bytes]], cache: Path) -> None:
+    """Run tools/compile_pyc.mjs on ``sources``; leave its .pyc tree and result in ``cache``."""
+    PYC_CACHE.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="pyc-", dir=PYC_CACHE) as tmp:
+        src, out = Path(tmp) / "src", Path(tmp) / "out"
+        for arc, data in sources:
+            (src / arc).parent.mkdir(parents=True, exist_ok=True)
+            (src / arc).write_bytes(data)
+        cmd = [node, str(COMPILE_PYC), str(src), str(out), str(PYODIDE_NPM)]
+        log("$ " + " ".join(cmd[:2]) + " ...")
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=ROOT)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise PycError(f"running {COMPILE_PYC.name} failed: {exc}") from exc
+        if proc.returncode != 0:
+            why = (proc.stderr.strip() or proc.stdout.strip())[-2000:]
+            raise PycError(f"{COMPILE_PYC.name} exited with status {proc.returncode}: {why}")
+        lines = proc.stdout.strip().splitlines()
+        try:
+            result = json.loads(lines[-1]) if lines else None
+        except ValueError:
+            result = None
+        if not isinstance(result, dict) or not {"magic", "cache_tag", "version",
+                                                  "pyc"} <= result.keys():
+            raise PycError(f"{COMPILE_PYC.name} printed no result: {proc.stdout[-500:]!r}")
+        (out / "result.json").write_text(json.dumps(result, indent=1, sort_keys=True))
+        if cache.exists():
+            shutil.rmtree(cache)
+        try:
+            out.rename(cache)
+        except OSError:  # another build put it there meanwhile
+            if not (cache / "result.json").exists():
+                raise
+    # keep the few newest results (one per recent state of the sources)
+    old = sorted((p for p in PYC_CACHE.iterdir() if p.is_dir() and len(p.name) == 64),
+                 key=lambda p: p.stat().st_mtime, reverse=True)[8:]
+    for path in old:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def write_lockfile(core_lock: Path, wheels: list[Path], dest: Path) -> dict:

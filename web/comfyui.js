@@ -79,7 +79,7 @@ async function describeBootFailure(err) {
 
 // Our wheel is fetched while Pyodide boots and unpacked into site-packages once it is up,
 // instead of `loadPyodide({packages: [...]})`, whose package step runs after start-up: there
-// it cost 125-140 ms (loadPackage), here 12-16 ms (`bootTimings.installClient`), the
+// it cost 125-140 ms (loadPackage), here ~20 ms (`bootTimings.installClient`), the
 // download overlapping start-up (`python3 build.py bench`: warm boot minus bare Pyodide went
 // from ~330 to ~230 ms). Integrity is kept: the fetch carries the lockfile's sha256 as
 // Subresource Integrity, so the browser refuses a wheel that does not match, as loadPackage

@@ -600,33 +600,31 @@ def cmd_test(args: argparse.Namespace) -> None:
     raise SystemExit(code)
 
 
-def cmd_bench(args: argparse.Namespace) -> None:
-    """Benchmarks (not tests): headless Chromium, dev servers or --servers; writes
-    BENCHMARKS.md. Everything after 'bench' goes to bench/run.py."""
+def _run_browser_tool(module: str, argv: list[str]) -> None:
+    """Set up what a headless-Chromium tool needs (npm, Chromium, .venv, dist/), then run
+    ``module.main(argv)`` and exit with its code."""
     ensure_npm()
     chromium = ensure_chromium()
     ensure_venv_and_reexec()
     build()
     os.environ.setdefault("CHROMIUM_PATH", chromium)
     sys.path[:0] = [str(ROOT), str(ROOT / "py_src"), str(ROOT / "tests")]
-    from bench.run import main as bench_main
+    import importlib
 
-    raise SystemExit(bench_main(args.bench_args))
+    raise SystemExit(importlib.import_module(module).main(argv))
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    """Benchmarks (not tests): headless Chromium, dev servers or --servers; writes
+    BENCHMARKS.md. Everything after 'bench' goes to bench/run.py."""
+    _run_browser_tool("bench.run", args.bench_args)
 
 
 def cmd_matrix(args: argparse.Namespace) -> None:
     """The fault-injection matrix (tests/matrix_runner.py) in headless Chromium against two
     dev servers; rewrites README.md's reliability table. Arguments after 'matrix' go to the
     runner (--jobs N, --no-readme)."""
-    ensure_npm()
-    chromium = ensure_chromium()
-    ensure_venv_and_reexec()
-    build()
-    os.environ.setdefault("CHROMIUM_PATH", chromium)
-    sys.path[:0] = [str(ROOT), str(ROOT / "py_src"), str(ROOT / "tests")]
-    from matrix_runner import main as matrix_main
-
-    raise SystemExit(matrix_main(args.matrix_args))
+    _run_browser_tool("matrix_runner", args.matrix_args)
 
 
 def main(argv: list[str] | None = None) -> None:

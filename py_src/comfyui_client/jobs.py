@@ -843,21 +843,12 @@ def progress_to_dict(job: Job) -> dict[str, Any]:
 
 
 def job_to_dict(job: Job) -> dict[str, Any]:
-    """Plain JSON-safe view with camelCase keys for page JavaScript."""
+    """Plain JSON-safe view with camelCase keys for page JavaScript: the progress view and
+    everything else about the job."""
     outputs = {node: [img.to_dict() for img in imgs] for node, imgs in job.outputs.items()}
-    node_progress = None
-    if job.node_value is not None and job.node_max is not None:
-        node_progress = {"value": job.node_value, "max": job.node_max}
     return {
-        "jobId": job.job_id,
-        "promptId": job.prompt_id,
-        "server": job.server,
-        "state": job.state,
+        **progress_to_dict(job),
         "number": job.number,
-        "progress": job.progress,
-        "currentNode": job.current_node,
-        "nodeProgress": node_progress,
-        "totalNodes": job.total_nodes,
         "cachedNodes": list(job.cached_nodes),
         "executedNodes": list(job.executed_nodes),
         "outputs": outputs,

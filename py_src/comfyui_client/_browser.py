@@ -215,18 +215,23 @@ class BrowserTransport:
         controller = js.AbortController.new()
         init["signal"] = controller.signal
         init["headers"] = headers
-        try:
-            resp = await asyncio.wait_for(_await_js(js.fetch(url, to_plain_js(init))), timeout)
-            hdrs = {str(k).lower(): str(v) for k, v in (tuple(p) for p in resp.headers.entries())}
+
+        async def exchange() -> HttpResponse:
+            resp = await _await_js(js.fetch(url, to_plain_js(init)))
+            # one FFI call for all headers (names come lower-cased from the Headers object)
+            hdrs = js.Object.fromEntries(resp.headers).to_py()
             status = int(resp.status)
             if req.expect == "blob" and 200 <= status < 300:
-                blob = await asyncio.wait_for(_await_js(resp.blob()), timeout)
+                blob = await _await_js(resp.blob())
                 return HttpResponse(status, hdrs, blob, int(blob.size), url)
             if req.expect == "none" and 200 <= status < 300:
                 return HttpResponse(status, hdrs, b"", 0, url)
-            buf = await asyncio.wait_for(_await_js(resp.arrayBuffer()), timeout)
-            body = buf.to_bytes()
+            body = (await _await_js(resp.arrayBuffer())).to_bytes()
             return HttpResponse(status, hdrs, body, len(body), url)
+
+        try:
+            # one deadline for the answer and its body: one timer task per request, not three
+            return await asyncio.wait_for(exchange(), timeout)
         except TimeoutError:
             controller.abort()
             raise TransportError(f"no answer within {timeout:g}s", kind="timeout") from None

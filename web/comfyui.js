@@ -100,6 +100,13 @@ async function fetchClientWheel() {
   return resp.arrayBuffer();
 }
 
+// Python sends answers as JSON text with its JS handles (Blobs) beside it, each marked
+// in the text by a one-key object {[key]: index}; the key is random per page.
+function revive(text, key, handles) {
+  return JSON.parse(text, (_k, v) =>
+    (v !== null && typeof v === "object" && !Array.isArray(v) && key in v) ? handles[v[key]] : v);
+}
+
 async function boot(options) {
   const t0 = performance.now();
   let pyodide;
@@ -125,7 +132,7 @@ async function boot(options) {
     bootTimings.installClient = performance.now() - t1;
     const t2 = performance.now();
     const mod = pyodide.pyimport("comfyui_client._browser");
-    bridge = mod.create_bridge();
+    bridge = mod.create_bridge(revive);
     mod.destroy();
     bootTimings.importClient = performance.now() - t2;
   } catch (err) {

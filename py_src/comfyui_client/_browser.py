@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 import time
 from typing import Any
@@ -90,17 +91,35 @@ def from_js(value: Any) -> Any:
     return value
 
 
+# Marks where a JS handle (a Blob) sits in a payload sent as JSON. Random per page, so no
+# server-sent object can pose as one.
+_HANDLE_KEY = "\x00handle:" + os.urandom(8).hex()
+# ``revive(text, handles)`` from web/comfyui.js: JSON.parse putting the handles back
+_revive: Any = None
+
+
 def _plain_for_callback(payload: Any) -> Any:
-    """Plain JS data for a page callback or a bridge answer. Pure data (every progress
-    message) goes as one JSON string parsed by the browser: ~5 µs, where ``to_js`` walks the
-    dict through the FFI for ~30 µs. ``None`` arrives as ``null`` (``to_js`` gives
-    ``undefined``); page code reads both alike with ``??`` and ``==``. A payload holding a
-    JS handle (a preview's Blob) cannot be JSON and takes ``to_js``."""
+    """Plain JS data for a page callback or a bridge answer, sent as one JSON string the
+    browser parses: ~5 µs for a progress message, where ``to_js`` walks the dict through
+    the FFI for ~30 µs (and milliseconds for a job's result with its history). JS handles
+    in it (Blobs) travel beside the text and are put back by comfyui.js's ``revive``.
+    ``None`` arrives as ``null`` (``to_js`` gives ``undefined``); page code reads both alike
+    with ``??`` and ``==``. Anything JSON cannot carry falls back to ``to_js``."""
+    handles: list[Any] = []
+
+    def keep(obj: Any) -> Any:
+        if isinstance(obj, JsProxy) and _revive is not None:
+            handles.append(obj)
+            return {_HANDLE_KEY: len(handles) - 1}
+        raise TypeError(type(obj).__name__)
+
     try:
-        text = json.dumps(payload, allow_nan=False, separators=(",", ":"))
+        text = json.dumps(payload, allow_nan=False, separators=(",", ":"), default=keep)
     except (TypeError, ValueError):
         return to_plain_js(payload)
-    return js.JSON.parse(text)
+    if not handles:
+        return js.JSON.parse(text)
+    return _revive(text, _HANDLE_KEY, to_js(handles))
 
 
 def _keep_handles(value: Any, _convert: Any, _cache: Any) -> Any:
@@ -382,5 +401,10 @@ class Bridge:
             )
 
 
-def create_bridge() -> Bridge:
+def create_bridge(revive: Any = None) -> Bridge:
+    """The page's bridge. ``revive(text, key, handles)`` (from web/comfyui.js) lets answers
+    holding Blobs cross as JSON too; without it they take ``to_js``."""
+    global _revive
+    if revive is not None and revive is not jsnull:
+        _revive = revive
     return Bridge()

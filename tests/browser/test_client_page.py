@@ -366,3 +366,28 @@ def test_a_refused_origin_is_told_apart_from_a_dead_server(booted_page, devserve
         log = strict.servers[0].request_log
         assert strict.call(lambda: any(r.get("status") == 403 for r in log))
     _init(page, devservers.urls, "session")
+
+
+def test_answers_cross_as_json_with_blobs_put_back_and_no_forged_handles(booted_page):
+    """Bridge answers go to JS as JSON text with their Blobs beside it: the Blob comes back
+    as the very same object, and an object a server sent that looks like a handle marker
+    (the marker key is random per page) stays plain data."""
+    out = booted_page.evaluate("""async () => {
+      const py = await window.comfy.getPyodide();
+      const run = py.runPython(`
+from comfyui_client import _browser as b
+def run(blob):
+    forged = {"\\\\x00handle:" + "0" * 16: 0}
+    return b._plain_for_callback({"forged": forged, "real": blob, "none": None,
+                                  "list": [1, "x", 2.5]})
+run`);
+      const blob = new Blob(["abc"], { type: "image/png" });
+      const out = run(blob);
+      run.destroy();
+      return { same: out.real === blob, forged: out.forged, none: out.none, list: out.list,
+               proxy: typeof out.destroy === "function" };
+    }""")
+    assert out["same"] is True
+    assert out["forged"] == {"\x00handle:" + "0" * 16: 0}
+    assert out["none"] is None and out["list"] == [1, "x", 2.5]
+    assert out["proxy"] is False, "a plain JS object, not a PyProxy"

@@ -1198,8 +1198,7 @@ class PoolClient:
         return ServerLost(
             f"the server stayed unreachable for {self.options.job_deadline_s:g}s",
             server=server, prompt_id=rec.job.prompt_id, hint=hint,
-            details={"outputs": outputs, "outputsServer": server,
-                     "started": jobs_mod.has_started(rec.job)})
+            details={"outputs": outputs, "outputsServer": server})  # _fail adds "started"
 
     def move_job(self, rec: JobRecord, opts: dict[str, Any]) -> JobRecord:
         """Failover: a new attempt of the same job (same ``job_id``) under a new prompt id on
@@ -1210,12 +1209,7 @@ class PoolClient:
         unambiguous, and no prompt id ever has requests on two servers."""
         assert rec.job.state == "moved"
         old_server, old_pid = rec.job.server, rec.job.prompt_id
-        try:
-            target = pool_mod.select_server(
-                self.pool.specs, self.pool.healths, exclude=(old_server,),
-                inflight=self._inflight()).url
-        except ComfyClientError:
-            target = rec.move_target
+        target = rec.move_target  # chosen by the failover decision in _fail
         if target is None or rec.error is None:
             raise rec.error or ServerLost("no server to move to", server=old_server,
                                           prompt_id=old_pid)
@@ -1252,15 +1246,14 @@ class PoolClient:
         for attempt in range(attempts):
             resp = await self._http(server, rq.get_history(prompt_id), job=prompt_id,
                                     operation="history")
-            if resp.status >= 500 and attempt + 1 < attempts:
-                # an idempotent read the server (or its proxy) failed: ask again, the job
-                # itself is fine; the last failure is reported as the typed error below
-                await self.env.sleep(min(0.05 * (2 ** attempt), 2.0))
-                continue
-            entry = self._parse(rs.parse_history, resp, server, prompt_id)
-            if entry is not None:
-                return entry
-            if attempt + 1 < attempts:
+            last = attempt + 1 == attempts
+            # a 5xx to this idempotent read is asked again like an empty history; only the
+            # last one is reported (as the typed error _parse raises)
+            if resp.status < 500 or last:
+                entry = self._parse(rs.parse_history, resp, server, prompt_id)
+                if entry is not None:
+                    return entry
+            if not last:
                 await self.env.sleep(min(0.05 * (2 ** attempt), 2.0))
         return None
 

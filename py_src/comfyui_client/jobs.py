@@ -759,9 +759,9 @@ def rename(job: Job, prompt_id: str) -> Job:
 #: ``failover`` init option values. ``"off"``: a lost server's jobs end with ``ServerLost``.
 #: ``"before-start"``: a job the lost server had not started yet runs elsewhere instead.
 FAILOVER_POLICIES = ("off", "before-start")
-#: error codes that mean "the server is gone", as opposed to "the server said no"
-#: the server went away (no answer), or came back without the job (a restart wiped its
-#: queue): either way the job's server will not run it, so running it elsewhere is safe
+#: error codes that mean "the server is gone", as opposed to "the server said no": it went
+#: away (no answer), or came back without the job (a restart wiped its queue); either way
+#: the job's server will not run it, so running it elsewhere is safe
 LOSS_CODES = frozenset({"server_unreachable", "server_lost", "job_lost"})
 
 

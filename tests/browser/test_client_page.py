@@ -10,6 +10,7 @@ import base64
 import io
 
 import pytest
+from pagepoll import poll as _poll
 
 pytestmark = pytest.mark.browser
 
@@ -72,20 +73,6 @@ def _init(page, servers, affinity="session"):
 
 def _job_requests(group, index, prompt_id):
     return [r for r in group.log(index) if r.get("prompt_id") == prompt_id]
-
-
-def _poll(page, script, timeout_s=10.0):
-    """Evaluate an async predicate until it returns something truthy (Playwright's
-    wait_for_function treats a returned Promise as truthy, so it cannot await)."""
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = page.evaluate(script)
-        if value:
-            return value
-        page.wait_for_timeout(50)
-    raise AssertionError(f"timed out waiting for: {script}; last value {value!r}")
 
 
 def _wait_unlocked(page):

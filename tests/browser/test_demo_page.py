@@ -12,24 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
+from pagepoll import poll as _poll
 
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 TIMEOUT_MS = 30_000
-
-
-def _poll(page, script, timeout_s=30.0):
-    """Evaluate a (possibly async) predicate until it returns something truthy."""
-    deadline = time.monotonic() + timeout_s
-    value = None
-    while time.monotonic() < deadline:
-        value = page.evaluate(script)
-        if value:
-            return value
-        page.wait_for_timeout(50)
-    raise AssertionError(f"timed out waiting for: {script}; last value {value!r}")
 
 
 def _solid_png(rgb, size=(32, 24)) -> bytes:

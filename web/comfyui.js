@@ -107,6 +107,67 @@ function revive(text, key, handles) {
     (v !== null && typeof v === "object" && !Array.isArray(v) && key in v) ? handles[v[key]] : v);
 }
 
+// The per-message hot path stays on this side of the FFI where JS does it for free: every
+// crossing between Python and JS costs microseconds (see BENCHMARKS.md, event throughput).
+const pyHelpers = {
+  revive,
+  // Call a page callback with the JSON text Python built: the parsed object goes straight
+  // to the callback instead of coming back to Python as a proxy first. A callback that
+  // throws is reported and never breaks the job.
+  deliver(fn, text, key, handles) {
+    let value;
+    try {
+      value = handles === undefined ? JSON.parse(text) : revive(text, key, handles);
+    } catch (e) {
+      console.warn(`comfyui.js: could not decode a callback payload: ${e && e.message}`);
+      return;
+    }
+    try {
+      fn(value);
+    } catch (e) {
+      console.warn(`comfyui.js: a callback threw: ${e && e.message}`);
+    }
+  },
+  // One HTTP exchange, for Python's transport. Browser APIs that start asynchronous work
+  // (fetch, body reads) cost ~0.5-0.8 ms more when called with Python's frames on the stack
+  // (the browser records the calling stack; measured in python3 build.py bench), so the
+  // exchange starts after a microtask, from a plain JS stack, and Python awaits it once.
+  // Answers {status, headers (JSON text, lower-case names), body}: body is a Blob for
+  // expect "blob", null for "none" (not read), else an ArrayBuffer.
+  async request(url, initJson, body, signal, expect) {
+    await null;
+    const init = JSON.parse(initJson);
+    if (body != null) init.body = body;
+    init.signal = signal;
+    const resp = await fetch(url, init);
+    const headers = JSON.stringify(Object.fromEntries(resp.headers));
+    const ok = resp.status >= 200 && resp.status < 300;
+    let data = null;
+    if (expect === "blob" && ok) data = await resp.blob();
+    else if (expect !== "none" || !ok) data = await resp.arrayBuffer();
+    return { status: resp.status, headers, body: data };
+  },
+  // Console output from Python, written after Python's call returns (console.log under
+  // Python's frames costs ~0.3 ms for the same reason).
+  log(level, text) {
+    queueMicrotask(() => (level === "warn" ? console.warn : console.log)(text));
+  },
+  // A WebSocket's listeners: the message's text or ArrayBuffer reaches Python as the
+  // argument, one crossing per message (reading event.data from Python was a second one).
+  // abort() on the returned controller removes all of them.
+  listen(ws, onOpen, onText, onBinary, onClose) {
+    const ctl = new AbortController();
+    const opts = { signal: ctl.signal };
+    ws.addEventListener("open", () => onOpen(), opts);
+    ws.addEventListener("message", (e) => {
+      const d = e.data;
+      if (typeof d === "string") onText(d); else onBinary(d);
+    }, opts);
+    ws.addEventListener("close", (e) => onClose(e.code, e.reason || ""), opts);
+    return ctl;
+  },
+};
+
 async function boot(options) {
   const t0 = performance.now();
   let pyodide;
@@ -132,7 +193,7 @@ async function boot(options) {
     bootTimings.installClient = performance.now() - t1;
     const t2 = performance.now();
     const mod = pyodide.pyimport("comfyui_client._browser");
-    bridge = mod.create_bridge(revive);
+    bridge = mod.create_bridge(pyHelpers);
     mod.destroy();
     bootTimings.importClient = performance.now() - t2;
   } catch (err) {
@@ -173,6 +234,23 @@ async function call(method, ...args) {
   return out.value;
 }
 
+// An output image's `url` is an object URL of its Blob, made on first read: creating one
+// costs ~0.35 ms and keeps the Blob alive until URL.revokeObjectURL(url), so a caller that
+// only uses `blob` pays neither. Reading it again gives the same URL.
+function withLazyUrls(images) {
+  for (const im of images || []) {
+    if (im && im.blob instanceof Blob && !("url" in im)) {
+      let url = null;
+      Object.defineProperty(im, "url", {
+        enumerable: true,
+        configurable: true,
+        get: () => (url ??= URL.createObjectURL(im.blob)),
+      });
+    }
+  }
+  return images;
+}
+
 /** The Pyodide instance (for advanced use and tests). */
 export async function getPyodide() {
   return (await ensureBoot()).pyodide;
@@ -193,7 +271,8 @@ export const uploadImageToComfyUI = (file, opts = {}) => call("uploadImageToComf
 export const submitWorkflow = (workflow, opts = {}) => call("submitWorkflow", workflow, opts);
 export const waitForCompletion = (promptId, opts = {}) => call("waitForCompletion", promptId, opts);
 export const getTaskHistory = (promptId) => call("getTaskHistory", promptId);
-export const getGeneratedImage = (promptId) => call("getGeneratedImage", promptId);
+export const getGeneratedImage = (promptId) =>
+  call("getGeneratedImage", promptId).then((images) => withLazyUrls(images));
 export const getImage = (filename, subfolder = "", type = "output", opts = {}) =>
   call("getImage", filename, subfolder, type, opts);
 export const checkComfyUIServerStatus = () => call("checkComfyUIServerStatus");
@@ -201,7 +280,8 @@ export const validateServerConsistency = (operation) => call("validateServerCons
 export const debugWebSocketLock = () => call("debugWebSocketLock");
 export const checkServerUnlockCondition = () => call("checkServerUnlockCondition");
 export const interrupt = (promptId) => call("interrupt", promptId);
-export const processImage = (workflow, file, opts = {}) => call("processImage", workflow, file, opts);
+export const processImage = (workflow, file, opts = {}) =>
+  call("processImage", workflow, file, opts).then((r) => (withLazyUrls(r.images), r));
 export const runConsistencySelfTest = (opts = {}) => call("runConsistencySelfTest", opts);
 export const getJobs = () => call("getJobs");
 export const getAuditLog = (promptId) => call("getAuditLog", promptId ?? null);

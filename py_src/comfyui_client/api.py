@@ -365,7 +365,7 @@ class PageApi:
             graph = wf.set_input(SELF_TEST_WORKFLOW, "1", "image", up["name"])
             await c.submit(graph, record=rec)
             await c.wait(pid)
-            images = await c.fetch_outputs(pid, make_urls=False)
+            images = await c.fetch_outputs(pid)
         except ComfyClientError as exc:
             if not c._finished(rec):
                 c._fail(rec, exc, "failed")

@@ -669,7 +669,12 @@ class PoolClient:
             self._log(f"lock {entry['event']}: {entry['server']} ({why})")
 
     def _log(self, text: str) -> None:
-        print(f"[comfyui-client] {text}")
+        line = f"[comfyui-client] {text}"
+        log = getattr(self.env, "log", None)  # the page's console, if the transport has one
+        if log is not None:
+            log(line)
+        else:
+            print(line)
 
     def _needs_socket(self, server: str) -> bool:
         """A socket is kept (and re-opened) while any unfinished job is pinned to it, and in
@@ -1257,10 +1262,9 @@ class PoolClient:
                 await self.env.sleep(min(0.05 * (2 ** attempt), 2.0))
         return None
 
-    async def fetch_outputs(
-        self, prompt_id: str, *, make_urls: bool = True
-    ) -> list[dict[str, Any]]:
-        """Download every output image of the job from the job's own server."""
+    async def fetch_outputs(self, prompt_id: str) -> list[dict[str, Any]]:
+        """Download every output image of the job from the job's own server. (comfyui.js
+        gives each item a ``url`` made on first read.)"""
         rec = self.record_of(prompt_id)
         if rec.history is None:
             rec.history = await self.history(prompt_id, retry=True)
@@ -1271,8 +1275,6 @@ class PoolClient:
             blob = await self.image(ref.filename, ref.subfolder, ref.type, job=prompt_id)
             item = {"filename": ref.filename, "subfolder": ref.subfolder, "type": ref.type,
                     "blob": blob, "server": rec.job.server}
-            if make_urls and hasattr(self.env, "object_url"):
-                item["url"] = self.env.object_url(blob)
             images.append(item)
         rec.images = images
         if rec.job.state in jobs_mod.AWAITING_OUTPUTS:

@@ -248,6 +248,22 @@ class Job:
 
 
 _MAX_IGNORED = 16
+_JOB_FIELDS = frozenset(Job.__dataclass_fields__)
+
+
+def _evolve(job: Job, changes: dict[str, Any]) -> Job:
+    """``dataclasses.replace`` for ``Job``, minus its per-field ``getattr``/``__init__``
+    round trip: a new instance sharing the old one's values, then the changes. Why: it runs
+    per WebSocket message, and under Pyodide ``replace`` was a third of the per-message
+    cost. Same guarantee as ``replace`` for a misspelt field (TypeError), and ``Job`` has no
+    ``__post_init__`` that a copy would skip."""
+    if not changes.keys() <= _JOB_FIELDS:
+        raise TypeError(f"Job has no field(s) {sorted(changes.keys() - _JOB_FIELDS)}")
+    new = object.__new__(Job)
+    d = new.__dict__
+    d.update(job.__dict__)
+    d.update(changes)
+    return new
 
 
 def new_job(
@@ -285,13 +301,29 @@ def is_pending(job: Job) -> bool:
 # --------------------------------------------------------------------------- reading events
 
 
+_MAPPING_TYPES: dict[type, bool] = {dict: True}
+
+
+def _is_mapping(value: Any) -> bool:
+    """``isinstance(value, Mapping)`` remembered per type: the ABC check is slow under
+    Pyodide and ``_attr`` runs several times per WebSocket message. The few types met
+    (dicts, event classes, proxies) keep this table small."""
+    kind = type(value)
+    known = _MAPPING_TYPES.get(kind)
+    if known is None:
+        known = isinstance(value, Mapping)
+        if len(_MAPPING_TYPES) < 256:
+            _MAPPING_TYPES[kind] = known
+    return known
+
+
 def _attr(event: Any, name: str, default: Any = None) -> Any:
     """``getattr`` for event objects; for wire dicts, the key itself or inside ``data``."""
-    if isinstance(event, Mapping):
+    if _is_mapping(event):
         if name in event:
             return event[name]
         data = event.get("data")
-        if isinstance(data, Mapping):
+        if _is_mapping(data):
             return data.get(name, default)
         return default
     return getattr(event, name, default)
@@ -361,11 +393,31 @@ def _execution_interrupted(data: Any) -> dict[str, Any]:
     }
 
 
+class _Wire:
+    """A wire dict read like an event object: ``.name`` is the key itself or the key inside
+    ``data`` (what ``_attr`` does), so ``apply_event`` reads both kinds with plain
+    ``getattr``, the cheap path for the decoded events it gets per WebSocket message."""
+
+    __slots__ = ("_msg",)
+
+    def __init__(self, msg: Mapping[str, Any]) -> None:
+        self._msg = msg
+
+    def __getattr__(self, name: str) -> Any:
+        msg = self._msg
+        if name in msg:
+            return msg[name]
+        data = msg.get("data")
+        if _is_mapping(data) and name in data:
+            return data[name]
+        raise AttributeError(name)
+
+
 def _event_key(event: Any) -> str | None:
-    kind = _attr(event, "type")
+    kind = getattr(event, "type", None)
     if not isinstance(kind, str):
         return None
-    if kind == "executing" and _attr(event, "node") is None:
+    if kind == "executing" and getattr(event, "node", None) is None:
         return "executing_null"
     return kind
 
@@ -414,7 +466,7 @@ def _on_progress_state(job: Job, data: Mapping[str, Any]) -> dict[str, Any]:
     (recorded order), so a single running node becomes the current node here; finished
     nodes that were not cached count as executed (a cached node is reported finished too)."""
     nodes = data.get("nodes")
-    if not isinstance(nodes, Mapping):
+    if not _is_mapping(nodes):
         return {}
     states = {str(k): _attr(v, "state") for k, v in nodes.items()}
     done = [n for n, st in states.items() if st == "finished" and n not in job.cached_nodes]
@@ -502,22 +554,23 @@ _UPDATERS: Mapping[str, Any] = MappingProxyType({
 def _server_data(key: str, event: Any) -> dict[str, Any]:
     """The few named attributes each server event contributes."""
     if key == "executing":
-        return {"node": _node_id(_attr(event, "node"))}
+        return {"node": _node_id(getattr(event, "node", None))}
     if key == "progress":
-        return {"node": _node_id(_attr(event, "node")),
-                "value": _number_or_none(_attr(event, "value")),
-                "max": _number_or_none(_attr(event, "max"))}
+        return {"node": _node_id(getattr(event, "node", None)),
+                "value": _number_or_none(getattr(event, "value", None)),
+                "max": _number_or_none(getattr(event, "max", None))}
     if key == "execution_cached":
-        return {"nodes": _node_ids(_attr(event, "nodes"))}
+        return {"nodes": _node_ids(getattr(event, "nodes", None))}
     if key == "progress_state":
-        return {"nodes": _attr(event, "nodes")}
+        return {"nodes": getattr(event, "nodes", None)}
     if key == "executed":
-        return {"node": _node_id(_attr(event, "node")), "images": _executed_images(event)}
+        return {"node": _node_id(getattr(event, "node", None)), "images": _executed_images(event)}
     if key == "execution_error":
-        return {"error": _execution_error(event), "executed": _node_ids(_attr(event, "executed"))}
+        return {"error": _execution_error(event),
+                "executed": _node_ids(getattr(event, "executed", None))}
     if key == "execution_interrupted":
         return {"error": _execution_interrupted(event),
-                "executed": _node_ids(_attr(event, "executed"))}
+                "executed": _node_ids(getattr(event, "executed", None))}
     return {}
 
 
@@ -553,8 +606,8 @@ def _step(job: Job, key: str, data: Mapping[str, Any], now: float | None, *,
     target = TRANSITIONS.get((job.state, key))
     if target is None:
         note = f"{key}@{job.state}"
-        return replace(job, events_seen=seen, updated_at=at,
-                       ignored=(*job.ignored, note)[-_MAX_IGNORED:])
+        return _evolve(job, {"events_seen": seen, "updated_at": at,
+                             "ignored": (*job.ignored, note)[-_MAX_IGNORED:]})
     updater = _UPDATERS.get(key)
     changes: dict[str, Any] = dict(updater(job, data)) if updater else {}
     if key in ("submit_rejected", "client_error", "cancelled", "job_lost", "server_lost",
@@ -567,7 +620,10 @@ def _step(job: Job, key: str, data: Mapping[str, Any], now: float | None, *,
     if job.finished_at is None and target != job.state and (
             target in TERMINAL_STATES or target in (FINISHED, FETCHING_OUTPUTS)):
         changes["finished_at"] = at
-    updated = replace(job, state=target, events_seen=seen, updated_at=at, **changes)
+    changes["state"] = target
+    changes["events_seen"] = seen
+    changes["updated_at"] = at
+    updated = _evolve(job, changes)
     progress = _progress(updated)
     if progress != updated.progress:
         # ``updated`` is brand new and not shared yet: set the derived field in place
@@ -581,15 +637,17 @@ def apply_event(job: Job, event: Any, *, now: float | None = None) -> Job:
     dict). Not this job's (other or no prompt id): returned unchanged. An unknown type or a
     ``(state, event)`` with no row: state kept, recorded in ``ignored``. Replays are
     idempotent apart from ``events_seen``/``updated_at``."""
-    pid = _attr(event, "prompt_id")
+    if _is_mapping(event):
+        event = _Wire(event)
+    pid = getattr(event, "prompt_id", None)
     if pid is None or pid != job.prompt_id:
         return job
     key = _event_key(event)
     if key is None or (key not in _WIRE_TYPES and key != "executing_null"):
         label = key if key is not None else "<no type>"
         at = job.updated_at if now is None else now
-        return replace(job, events_seen=job.events_seen + 1, updated_at=at,
-                       ignored=(*job.ignored, f"{label}@{job.state}")[-_MAX_IGNORED:])
+        return _evolve(job, {"events_seen": job.events_seen + 1, "updated_at": at,
+                             "ignored": (*job.ignored, f"{label}@{job.state}")[-_MAX_IGNORED:]})
     return _step(job, key, _server_data(key, event), now, server_event=True)
 
 

@@ -378,3 +378,37 @@ run`);
     assert out["forged"] == {"\x00handle:" + "0" * 16: 0}
     assert out["none"] is None and out["list"] == [1, "x", 2.5]
     assert out["proxy"] is False, "a plain JS object, not a PyProxy"
+
+
+def test_output_urls_are_made_on_first_read_only(booted_page, devservers):
+    """An output's ``url`` is an object URL made when first read (each one keeps its Blob
+    alive until revoked): a caller that only reads ``blob`` makes none; reading ``url``
+    makes one, the same on every read, and it serves the output's bytes."""
+    page = booted_page
+    _init(page, devservers.urls[:1], "job")
+    out = page.evaluate("""async (workflow) => {
+      const c = new OffscreenCanvas(8, 8);
+      c.getContext("2d").fillRect(0, 0, 8, 8);
+      const input = await c.convertToBlob({ type: "image/png" });
+      const made = [];
+      const create = URL.createObjectURL;
+      URL.createObjectURL = (b) => { const u = create(b); made.push(u); return u; };
+      try {
+        const r = await window.comfy.processImage(workflow, input);
+        const im = r.images[0];
+        const before = made.length;
+        const size = im.blob.size;
+        const first = im.url, second = im.url;
+        const served = (await (await fetch(first)).arrayBuffer()).byteLength;
+        URL.revokeObjectURL(first);
+        return { before, after: made.length, same: first === second,
+                 blobUrl: first.startsWith("blob:"), size, served,
+                 listed: Object.keys(im).includes("url") };
+      } finally {
+        URL.createObjectURL = create;
+      }
+    }""", INVERT)
+    assert out["before"] == 0, "no object URL before `url` is read"
+    assert out["after"] == 1 and out["same"] is True and out["blobUrl"] is True
+    assert out["served"] == out["size"] > 0
+    assert out["listed"] is True, "url stays an enumerable field of the image"

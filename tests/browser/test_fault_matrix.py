@@ -51,7 +51,8 @@ def test_cell(matrix, name):
 
 def test_the_proxy_count_sees_open_sockets(booted_page, devservers):
     """The count the matrix compares is not vacuous: each open socket holds four proxies
-    (open/message/close/error listeners), and closing the client gives them all back."""
+    (open, text, binary and close handlers) behind three listeners comfyui.js attached
+    (open, message, close), and closing the client gives them all back."""
     page = booted_page
     urls = devservers.urls
     _init(page, urls, {**OPTIONS, "affinity": "session"})
@@ -59,6 +60,6 @@ def test_the_proxy_count_sees_open_sockets(booted_page, devservers):
     base = tuple(page.evaluate(COUNTS))
     for url in urls:
         page.evaluate("(u) => window.comfy.ensureWebSocketConnection(u)", url)
-    assert tuple(page.evaluate(COUNTS)) == (base[0] + 8, base[1] + 8)
+    assert tuple(page.evaluate(COUNTS)) == (base[0] + 4 * len(urls), base[1] + 3 * len(urls))
     _init(page, urls, {**OPTIONS, "affinity": "session"})  # closes the job client's sockets
     assert _counts(page, want=base) == base

@@ -172,11 +172,11 @@ def test_a_reload_reattaches_jobs_in_flight_and_remembers_finished_ones():
             assert p2.api_base(pid) == b.url
             done = await p2.wait(pid)
             assert done.job.state in jobs_mod.AWAITING_OUTPUTS | {"succeeded"}
-            images = await p2.fetch_outputs(pid, make_urls=False)
+            images = await p2.fetch_outputs(pid)
             assert _colour(images[0]) == (246, 246, 246)
             # a job finished before the reload is still fetched from its own server
             assert p2.api_base(finished["promptId"]) == finished["server"]
-            again = await p2.fetch_outputs(finished["promptId"], make_urls=False)
+            again = await p2.fetch_outputs(finished["promptId"])
             assert _colour(again[0]) == (254, 253, 252)
             assert p2.consistency()["consistent"] is True
             await p2.close()

@@ -136,6 +136,25 @@ def test_set_input_returns_a_new_workflow() -> None:
                                                           if k != "1"}
 
 
+def test_a_validated_workflow_is_taken_as_is_and_edits_never_reach_it() -> None:
+    """validate_workflow's own result is not checked and copied again (a job's graph goes
+    through three validating functions); set_input on it gives a new graph and leaves the
+    validated one, and the node it changed, as they were."""
+    graph = wf.validate_workflow(copy.deepcopy(INVERT))
+    assert isinstance(graph, wf.ValidatedWorkflow) and graph == INVERT
+    assert wf.validate_workflow(graph) is graph
+    out = wf.set_input(graph, "1", "image", "mine.png")
+    assert isinstance(out, wf.ValidatedWorkflow) and out is not graph
+    assert out["1"]["inputs"]["image"] == "mine.png"
+    assert graph["1"]["inputs"]["image"] == "fixture_invert_src.png"
+    assert out["2"] is graph["2"]  # untouched nodes are shared, not copied
+    # a plain dict equal to it is still checked: a broken link is named
+    broken = copy.deepcopy(INVERT)
+    broken["2"]["inputs"]["image"] = ["9", 0]
+    with pytest.raises(InvalidInputError, match="links to node '9'"):
+        wf.validate_workflow(broken)
+
+
 def test_set_input_errors() -> None:
     with pytest.raises(InvalidInputError) as info:
         wf.set_input(INVERT, "7", "image", "x.png")

@@ -207,6 +207,56 @@ def test_numeric_node_ids_become_strings() -> None:
     assert event.node == "7"
 
 
+def _checked(text: str) -> Any:
+    """The same frame through the checked decoders only (no fast lane)."""
+    msg = json.loads(text)
+    return ev._DECODERS[msg["type"]](ev._Fields(msg["type"], msg["data"], None))
+
+
+@pytest.mark.parametrize("msg", [m for _, m in ALL_MESSAGES
+                                 if m["type"] in ("progress", "progress_state")])
+def test_the_fast_lane_gives_what_the_checked_decoders_give(msg: dict[str, Any]) -> None:
+    """Progress messages take a fast lane; on every recorded one it must agree with the
+    checked decoders, whitespace around the frame included."""
+    text = json.dumps(msg)
+    assert decode_text(text) == _checked(text)
+    assert decode_text(f"  {text}\n") == _checked(text)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"value": 3, "max": 20, "prompt_id": "p", "node": 7},          # numeric node id
+        {"value": 3.5, "max": 20, "prompt_id": None, "node": None},
+        {"max": 20, "prompt_id": "p", "node": "1"},                      # value missing: 0
+        {"prompt_id": "p", "nodes": {"1": {"value": 1, "max": 2, "node_id": 1,
+                                           "state": "running"}}},      # numeric id inside
+        {"prompt_id": "p", "nodes": {}},
+    ],
+)
+def test_unusual_progress_fields_leave_the_fast_lane_with_the_same_result(
+        data: dict[str, Any]) -> None:
+    kind = "progress_state" if "nodes" in data else "progress"
+    text = json.dumps({"type": kind, "data": data})
+    assert decode_text(text) == _checked(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ('{"type": "progress", "data": {"value": true, "max": 20}}', "'value' must be a number"),
+        ('{"type": "progress", "data": {"value": 1, "max": null}}', "'max' must be a number"),
+        ('{"type": "progress_state", "data": {"nodes": {"1": {"value": 1, "state": 3}}}}',
+         "'state' must be a string"),
+        ('{"type": "progress", "data": {"value": 1, "max": 2}} trailing', "not valid JSON"),
+    ],
+)
+def test_bad_progress_fields_are_named_despite_the_fast_lane(text: str, fragment: str) -> None:
+    with pytest.raises(ProtocolError) as info:
+        decode_text(text)
+    assert fragment in info.value.message
+
+
 @pytest.mark.parametrize(
     ("text", "fragment"),
     [

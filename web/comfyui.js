@@ -132,20 +132,27 @@ const pyHelpers = {
   // (fetch, body reads) cost ~0.5-0.8 ms more when called with Python's frames on the stack
   // (the browser records the calling stack; measured in python3 build.py bench), so the
   // exchange starts after a microtask, from a plain JS stack, and Python awaits it once.
+  // After timeoutMs the controller aborts it with a "TimeoutError" (answer and body alike).
   // Answers {status, headers (JSON text, lower-case names), body}: body is a Blob for
   // expect "blob", null for "none" (not read), else an ArrayBuffer.
-  async request(url, initJson, body, signal, expect) {
+  async request(url, initJson, body, controller, expect, timeoutMs) {
     await null;
     const init = JSON.parse(initJson);
     if (body != null) init.body = body;
-    init.signal = signal;
-    const resp = await fetch(url, init);
-    const headers = JSON.stringify(Object.fromEntries(resp.headers));
-    const ok = resp.status >= 200 && resp.status < 300;
-    let data = null;
-    if (expect === "blob" && ok) data = await resp.blob();
-    else if (expect !== "none" || !ok) data = await resp.arrayBuffer();
-    return { status: resp.status, headers, body: data };
+    init.signal = controller.signal;
+    const timer = setTimeout(() => controller.abort(
+      new DOMException(`no answer within ${timeoutMs / 1000}s`, "TimeoutError")), timeoutMs);
+    try {
+      const resp = await fetch(url, init);
+      const headers = JSON.stringify(Object.fromEntries(resp.headers));
+      const ok = resp.status >= 200 && resp.status < 300;
+      let data = null;
+      if (expect === "blob" && ok) data = await resp.blob();
+      else if (expect !== "none" || !ok) data = await resp.arrayBuffer();
+      return { status: resp.status, headers, body: data };
+    } finally {
+      clearTimeout(timer);
+    }
   },
   // Console output from Python, written after Python's call returns (console.log under
   // Python's frames costs ~0.3 ms for the same reason).
@@ -229,7 +236,7 @@ async function call(method, ...args) {
       message: `${method}() was called before init(): await init({servers: [...]}) first`,
     });
   }
-  const out = await bridge.call(method, args);
+  const out = await new Promise((resolve) => bridge.start(method, args, resolve));
   if (!out.ok) throw new ComfyUIError(out.error);
   return out.value;
 }

@@ -143,6 +143,8 @@ class JobRecord:
     job: Any
     workflow: dict[str, Any] | None = None
     done: asyncio.Future | None = None
+    # futures of ``wait`` calls, settled directly when ``done`` is (see ``_until_done``)
+    wakers: list[asyncio.Future] = field(default_factory=list)
     on_progress: Any = None
     on_preview: Any = None
     events: deque = field(default_factory=lambda: deque(maxlen=500))
@@ -806,10 +808,36 @@ class PoolClient:
         """Resolve the waiter once the job left the server's hands (the final
         ``executing{node: null}``, an error, or an interruption)."""
         state = rec.job.state
-        if rec.done is None or rec.done.done():
-            return
         if state in jobs_mod.AWAITING_OUTPUTS or jobs_mod.is_terminal(rec.job):
+            self._settle(rec, state)
+
+    @staticmethod
+    def _settle(rec: JobRecord, state: str) -> None:
+        """``rec.done`` gets its result, and every ``wait`` call is woken in the same breath."""
+        if rec.done is not None and not rec.done.done():
             rec.done.set_result(state)
+        for waker in rec.wakers:
+            if not waker.done():
+                waker.set_result(None)
+
+    async def _until_done(self, rec: JobRecord, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for the job to leave the server's hands; True if it did.
+        Why not ``wait_for(shield(rec.done))``: each future in that chain resolves the
+        next one a loop turn later (three turns, ~1 ms in a page); a private future that
+        ``_settle`` resolves directly wakes this task on the next turn. ``rec.done`` itself
+        is never awaited here, so a cancelled caller cannot cancel it for other waiters."""
+        if rec.done is None or rec.done.done():
+            return True
+        loop = asyncio.get_event_loop()
+        waker = loop.create_future()
+        rec.wakers.append(waker)
+        timer = loop.call_later(timeout, lambda: waker.done() or waker.set_result(None))
+        try:
+            await waker
+        finally:
+            timer.cancel()
+            rec.wakers.remove(waker)
+        return rec.done.done()
 
     # ------------------------------------------------------------------ jobs
 
@@ -1070,8 +1098,7 @@ class PoolClient:
                 self._log(f"job {rec.job.job_id}: {decision.reason}; moving to "
                           f"{decision.target}")
         rec.job = jobs_mod.mark(rec.job, state, now=self.env.wall_time(), error=exc.to_dict())
-        if rec.done is not None and not rec.done.done():
-            rec.done.set_result(state)
+        self._settle(rec, state)
         self._task_done(rec, state)
 
     def record_of(self, prompt_id: str) -> JobRecord:
@@ -1099,9 +1126,7 @@ class PoolClient:
             # without a live socket nothing will tell us: poll over HTTP at a faster pace
             live = chan is not None and chan.state == "open"
             interval = self.options.stall_check_s if live else self.options.poll_interval_s
-            try:
-                await asyncio.wait_for(asyncio.shield(rec.done), interval)
-            except TimeoutError:
+            if not await self._until_done(rec, interval):
                 await self._check_stalled(rec)
         if rec.error is not None:
             raise rec.error
@@ -1312,8 +1337,7 @@ class PoolClient:
         rec = self.record_of(prompt_id)
         if not self._finished(rec):
             rec.job = jobs_mod.mark(rec.job, "released", now=self.env.wall_time())
-            if rec.done is not None and not rec.done.done():
-                rec.done.set_result("released")
+            self._settle(rec, "released")
             self._task_done(rec, "released by caller")
 
     # ------------------------------------------------------------------ reports

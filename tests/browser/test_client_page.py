@@ -412,3 +412,22 @@ def test_output_urls_are_made_on_first_read_only(booted_page, devservers):
     assert out["after"] == 1 and out["same"] is True and out["blobUrl"] is True
     assert out["served"] == out["size"] > 0
     assert out["listed"] is True, "url stays an enumerable field of the image"
+
+
+def test_a_request_past_its_deadline_is_aborted_with_a_clear_error(booted_page, devservers):
+    """requestTimeout bounds the answer: a server that sits on GET /view fails the call with
+    the operation and the deadline named (only the deadline path says "no answer within")."""
+    page = booted_page
+    srv = devservers.servers[0]
+    page.evaluate("(s) => window.comfy.init({servers: s, affinity: 'job', requestTimeout: 0.5})",
+                  devservers.urls[:1])
+    devservers.call(srv.faults.route_delay_s.__setitem__, "/view", 3.0)
+    try:
+        out = page.evaluate("""async () => {
+          try { await window.comfy.getImage("nothing.png"); return { ok: true }; }
+          catch (e) { return { ok: false, code: e.code, message: e.message }; }
+        }""")
+    finally:
+        devservers.call(srv.faults.route_delay_s.clear)
+    assert out["ok"] is False and out["code"] == "server_unreachable", out
+    assert "image download" in out["message"] and "no answer within 0.5s" in out["message"]

@@ -344,12 +344,12 @@ class PoolClient:
     def _persist(self, client_id: str | None = None) -> None:
         if not self.options.persist:
             return
-        pins = {pid: rec.job.server for pid, rec in self.records.items() if not self._finished(rec)}
+        pins: dict[str, str] = {}
         done = dict(self.done_pins)
-        for pid, rec in self.records.items():
-            if self._finished(rec):
-                done[pid] = rec.job.server
-        done = dict(list(done.items())[-200:])
+        for pid, rec in self.records.items():  # one pass: this runs twice per job
+            (done if self._finished(rec) else pins)[pid] = rec.job.server
+        if len(done) > 200:
+            done = dict(list(done.items())[-200:])
         self.env.storage_set(
             SESSION_KEY,
             json.dumps({"clientId": client_id or self.client_id, "jobs": pins, "done": done}),

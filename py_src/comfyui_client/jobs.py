@@ -41,6 +41,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
+from ._frozen import evolve
 from .errors import InvalidInputError
 
 __all__ = [
@@ -248,22 +249,6 @@ class Job:
 
 
 _MAX_IGNORED = 16
-_JOB_FIELDS = frozenset(Job.__dataclass_fields__)
-
-
-def _evolve(job: Job, changes: dict[str, Any]) -> Job:
-    """``dataclasses.replace`` for ``Job``, minus its per-field ``getattr``/``__init__``
-    round trip: a new instance sharing the old one's values, then the changes. Why: it runs
-    per WebSocket message, and under Pyodide ``replace`` was a third of the per-message
-    cost. Same guarantee as ``replace`` for a misspelt field (TypeError), and ``Job`` has no
-    ``__post_init__`` that a copy would skip."""
-    if not changes.keys() <= _JOB_FIELDS:
-        raise TypeError(f"Job has no field(s) {sorted(changes.keys() - _JOB_FIELDS)}")
-    new = object.__new__(Job)
-    d = new.__dict__
-    d.update(job.__dict__)
-    d.update(changes)
-    return new
 
 
 def new_job(
@@ -606,7 +591,7 @@ def _step(job: Job, key: str, data: Mapping[str, Any], now: float | None, *,
     target = TRANSITIONS.get((job.state, key))
     if target is None:
         note = f"{key}@{job.state}"
-        return _evolve(job, {"events_seen": seen, "updated_at": at,
+        return evolve(job, {"events_seen": seen, "updated_at": at,
                              "ignored": (*job.ignored, note)[-_MAX_IGNORED:]})
     updater = _UPDATERS.get(key)
     changes: dict[str, Any] = dict(updater(job, data)) if updater else {}
@@ -623,7 +608,7 @@ def _step(job: Job, key: str, data: Mapping[str, Any], now: float | None, *,
     changes["state"] = target
     changes["events_seen"] = seen
     changes["updated_at"] = at
-    updated = _evolve(job, changes)
+    updated = evolve(job, changes)
     progress = _progress(updated)
     if progress != updated.progress:
         # ``updated`` is brand new and not shared yet: set the derived field in place
@@ -646,7 +631,7 @@ def apply_event(job: Job, event: Any, *, now: float | None = None) -> Job:
     if key is None or (key not in _WIRE_TYPES and key != "executing_null"):
         label = key if key is not None else "<no type>"
         at = job.updated_at if now is None else now
-        return _evolve(job, {"events_seen": job.events_seen + 1, "updated_at": at,
+        return evolve(job, {"events_seen": job.events_seen + 1, "updated_at": at,
                              "ignored": (*job.ignored, f"{label}@{job.state}")[-_MAX_IGNORED:]})
     return _step(job, key, _server_data(key, event), now, server_event=True)
 

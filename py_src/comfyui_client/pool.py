@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
+from ._frozen import evolve
 from .backoff import Backoff
 from .errors import ConfigError, ServerUnreachable
 
@@ -388,12 +389,12 @@ def record_queue(health: ServerHealth, queue_remaining: Any) -> ServerHealth:
     queue = _queue_value(queue_remaining)
     if queue is None or queue == health.queue_remaining:
         return health
-    return replace(health, queue_remaining=queue)
+    return evolve(health, {"queue_remaining": queue})
 
 
 def record_latency(health: ServerHealth, latency_ms: float) -> ServerHealth:
     """Latency of an ordinary request (not a probe): informational only."""
-    return replace(health, last_latency_ms=latency_ms)
+    return evolve(health, {"last_latency_ms": latency_ms})
 
 
 def record_features(health: ServerHealth, *, max_upload_size: Any) -> ServerHealth:
@@ -562,7 +563,7 @@ class Pool:
             return self  # unknown server (e.g. removed meanwhile): nothing to update
         updated = dict(self.healths)
         updated[server] = health
-        return replace(self, healths=MappingProxyType(updated))
+        return evolve(self, {"healths": MappingProxyType(updated)})
 
     def probe_ok(self, server: str, **kwargs: Any) -> Pool:
         health = self.healths.get(server)

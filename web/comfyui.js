@@ -159,6 +159,23 @@ const pyHelpers = {
   log(level, text) {
     queueMicrotask(() => (level === "warn" ? console.warn : console.log)(text));
   },
+  // The payload of a progress/progress_state callback (one per sampler step) built here
+  // from its values, the same object deliver() would give: no JSON on either side for the
+  // most frequent callback. Python's None arrives as undefined and becomes null.
+  progress(fn, event, jobId, promptId, server, state, progress, currentNode, value, max,
+           totalNodes) {
+    const p = {
+      event, jobId, promptId, server: server ?? null, state, progress,
+      currentNode: currentNode ?? null,
+      nodeProgress: value === undefined ? null : { value, max },
+      totalNodes: totalNodes ?? null,
+    };
+    try {
+      fn(p);
+    } catch (e) {
+      console.warn(`comfyui.js: a callback threw: ${e && e.message}`);
+    }
+  },
   // A WebSocket's listeners: the message's text or ArrayBuffer reaches Python as the
   // argument, one crossing per message (reading event.data from Python was a second one).
   // abort() on the returned controller removes all of them.

@@ -453,13 +453,23 @@ def _on_progress_state(job: Job, data: Mapping[str, Any]) -> dict[str, Any]:
     nodes = data.get("nodes")
     if not _is_mapping(nodes):
         return {}
-    states = {str(k): _attr(v, "state") for k, v in nodes.items()}
-    done = [n for n, st in states.items() if st == "finished" and n not in job.cached_nodes]
+    # one pass over the nodes (this runs per sampler step): finished ones not yet counted,
+    # and the running ones
+    done: list[str] = []
+    running: list[str] = []
+    counted = job.executed_nodes
+    cached = job.cached_nodes
+    for key, entry in nodes.items():
+        state = _attr(entry, "state")
+        if state == "finished":
+            name = str(key)
+            if name not in cached and name not in counted:
+                done.append(name)
+        elif state == "running":
+            running.append(str(key))
     changes: dict[str, Any] = {}
-    merged = _merge(job.executed_nodes, done)
-    if merged is not job.executed_nodes:
-        changes["executed_nodes"] = merged
-    running = [n for n, st in states.items() if st == "running"]
+    if done:
+        changes["executed_nodes"] = _merge(counted, done)
     current = job.current_node
     if len(running) == 1 and running[0] != current:
         current = running[0]

@@ -431,3 +431,31 @@ def test_a_request_past_its_deadline_is_aborted_with_a_clear_error(booted_page, 
         devservers.call(srv.faults.route_delay_s.clear)
     assert out["ok"] is False and out["code"] == "server_unreachable", out
     assert "image download" in out["message"] and "no answer within 0.5s" in out["message"]
+
+
+def test_progress_callbacks_built_in_js_equal_the_json_ones(booted_page):
+    """The most frequent callback payload is built by comfyui.js from positional values;
+    it must be the very object the general JSON path gives, nulls and key order included."""
+    out = booted_page.evaluate("""async () => {
+      const py = await window.comfy.getPyodide();
+      const got = [];
+      const run = py.runPython(`
+from comfyui_client import _browser as b
+def run(fn):
+    t = b.BrowserTransport()
+    full = {"event": "progress", "jobId": "j", "promptId": "p", "server": "http://a:1",
+            "state": "running", "progress": 0.25, "currentNode": "3",
+            "nodeProgress": {"value": 2, "max": 8}, "totalNodes": 4}
+    empty = dict(full, event="progress_state", currentNode=None, nodeProgress=None,
+                 totalNodes=None, progress=0.0)
+    for payload in (full, empty):
+        t.call_js(fn, payload)                 # the JS-built path
+        fn(b._plain_for_callback(payload))     # the JSON path
+run`);
+      run((p) => got.push(JSON.stringify(p)));
+      run.destroy();
+      return got;
+    }""")
+    assert len(out) == 4
+    assert out[0] == out[1] and out[2] == out[3], out
+    assert '"nodeProgress":null' in out[2] and '"totalNodes":null' in out[2]

@@ -194,7 +194,7 @@ BREAKDOWN_PY = r"""
 import json as _json, time as _time
 from comfyui_client.protocol import events as _ev
 from comfyui_client import jobs as _J
-from comfyui_client._browser import BrowserTransport as _BT, to_plain_js as _to_js
+from comfyui_client._browser import BrowserTransport as _BT
 
 def _bench_breakdown():
     texts = _bench_texts.to_py()
@@ -206,7 +206,7 @@ def _bench_breakdown():
               {"type": "executing", "data": {"prompt_id": pid, "node": "1"}}):
         job = _J.apply_event(job, _ev.decode_text(_json.dumps(m)), now=0.0)
     events = [_ev.decode_text(t) for t in texts]
-    payload = {"event": "progress", **_J.job_to_dict(job)}
+    payload = {"event": "progress", **_J.progress_to_dict(job)}
     bt = _BT()
     n = len(texts)
 
@@ -227,8 +227,9 @@ def _bench_breakdown():
     return {
         "decode_text": per(lambda: [_ev.decode_text(t) for t in texts]),
         "jobs.apply_event": per(apply_all),
-        "jobs.job_to_dict": per(lambda: [_J.job_to_dict(job) for _ in events]),
-        "to_plain_js(payload)": per(lambda: [_to_js(payload) for _ in events]),
+        "jobs.progress_to_dict": per(lambda: [_J.progress_to_dict(job) for _ in events]),
+        "call_js(callback, payload)": per(lambda: [bt.call_js(_bench_noop, payload)
+                                                   for _ in events]),
         "JS callback call": per(lambda: [_bench_noop(None) for _ in events]),
         "env.now()": per(lambda: [bt.now() for _ in events]),
     }

@@ -203,31 +203,29 @@ JOBS_JS = r"""
 
 
 # Python busy time, for the "where does the per-job overhead go" line: every asyncio callback
-# (task steps: the bridge's calls into the client) and every WebSocket message our socket
-# handler takes are timed with perf_counter. Installed in a separate page before init(), so
-# the timed comparisons above never run with it.
+# (task steps: the bridge's calls into the client), the first step of a bridge call (run at
+# once inside Bridge.start) and every WebSocket message our socket handlers take are timed
+# with perf_counter. Installed in a separate page before init(), so the timed comparisons
+# above never run with it.
 BUSY_PY = r"""
 import asyncio as _aio, time as _time, collections as _col
-from comfyui_client import _browser as _bb
+from comfyui_client import _browser as _bb, client as _bc
 _bench_busy = _col.defaultdict(float)
-_bench_run = _aio.Handle._run
 
-def _bench_handle_run(self):
-    t = _time.perf_counter()
-    try:
-        return _bench_run(self)
-    finally:
-        _bench_busy["callbacks"] += _time.perf_counter() - t
+def _bench_timed(owner, name, bucket):
+    orig = getattr(owner, name)
 
-_aio.Handle._run = _bench_handle_run
-_bench_msg = _bb.BrowserSocket._on_message
+    def timed(*args, **kwargs):
+        t = _time.perf_counter()
+        try:
+            return orig(*args, **kwargs)
+        finally:
+            _bench_busy[bucket] += _time.perf_counter() - t
 
-def _bench_on_message(self, event):
-    t = _time.perf_counter()
-    try:
-        return _bench_msg(self, event)
-    finally:
-        _bench_busy["ws"] += _time.perf_counter() - t
+    setattr(owner, name, timed)
 
-_bb.BrowserSocket._on_message = _bench_on_message
+_bench_timed(_aio.Handle, "_run", "callbacks")
+_bench_timed(_bb.Bridge, "start", "callbacks")
+_bench_timed(_bc.ServerChannel, "_on_text", "ws")
+_bench_timed(_bc.ServerChannel, "_on_binary", "ws")
 """

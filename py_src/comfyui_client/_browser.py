@@ -2,14 +2,19 @@
 
 It implements ``transport.Transport`` with the page's own ``fetch``, ``FormData``,
 ``WebSocket``, timers and ``sessionStorage``, and exposes the client to ``web/comfyui.js``
-through one object, ``Bridge``, whose single entry point ``call(method, args)`` always answers a
-plain JS object ``{ok, value}`` / ``{ok: false, error}``: page code never receives a PyProxy, so
-it has nothing to destroy and nothing leaks.
+through one object, ``Bridge``, whose entry point ``start(method, args, resolve)`` always
+answers a plain JS object ``{ok, value}`` / ``{ok: false, error}``: page code never receives a
+PyProxy, so it has nothing to destroy and nothing leaks.
 
-FFI habits (Pyodide's docs): listeners JS keeps are ``create_proxy`` objects we keep, remove
-with ``removeEventListener`` and ``destroy()`` after the socket closed (never from inside their
-own call); JS ``null`` arrives as ``jsnull``; values handed to JS go through ``to_js`` with
-``dict_converter=Object.fromEntries`` so JS gets plain objects.
+The per-call hot paths run on the JS side through comfyui.js's helpers (``_PageHelpers``):
+each crossing between Python and JS costs microseconds, and a browser call that starts async
+work costs ~0.5 ms more when made under Python's frames, so an HTTP exchange, a WebSocket
+listener or a callback payload is one crossing with plain values.
+
+FFI habits (Pyodide's docs): handlers JS keeps are ``create_proxy`` objects we keep and
+``destroy()`` after the socket closed (never from inside their own call), their listeners
+removed first; JS ``null`` arrives as ``jsnull``; values handed to JS are JSON text, plain
+values, or ``to_js`` with ``dict_converter=Object.fromEntries`` so JS gets plain objects.
 """
 
 from __future__ import annotations

@@ -429,6 +429,8 @@ def test_a_request_past_its_deadline_is_aborted_with_a_clear_error(booted_page, 
         }""")
     finally:
         devservers.call(srv.faults.route_delay_s.clear)
+        # the timeout marked the server down: probe it now, so later tests find it up
+        page.evaluate("() => window.comfy.checkComfyUIServerStatus()")
     assert out["ok"] is False and out["code"] == "server_unreachable", out
     assert "image download" in out["message"] and "no answer within 0.5s" in out["message"]
 
@@ -459,3 +461,34 @@ run`);
     assert len(out) == 4
     assert out[0] == out[1] and out[2] == out[3], out
     assert '"nodeProgress":null' in out[2] and '"totalNodes":null' in out[2]
+
+
+def test_calls_made_from_inside_a_progress_callback_run_after_it(booted_page, devservers):
+    """Page code called from Python (a progress callback) may call the module again: that
+    call runs after the callback returned, not inside the Python that was mid-way, and both
+    the job and the inner calls complete."""
+    page = booted_page
+    _init(page, devservers.urls[:1], "job")
+    out = page.evaluate("""async (workflow) => {
+      const c = new OffscreenCanvas(8, 8);
+      c.getContext("2d").fillRect(0, 0, 8, 8);
+      const input = await c.convertToBlob({ type: "image/png" });
+      const inner = [];
+      let inCallback = false, ranInside = 0;
+      const r = await window.comfy.processImage(workflow, input, {
+        onProgress: (p) => {
+          inCallback = true;
+          inner.push(window.comfy.getJobs().then((jobs) => {
+            if (inCallback) ranInside++;
+            return jobs.some((j) => j.promptId === p.promptId);
+          }));
+          inCallback = false;
+        },
+      });
+      const seen = await Promise.all(inner);
+      return { ok: r.images.length === 1, calls: seen.length, allSawJob: seen.every(Boolean),
+               ranInside };
+    }""", INVERT)
+    assert out["ok"] is True and out["calls"] > 3
+    assert out["allSawJob"] is True
+    assert out["ranInside"] == 0

@@ -107,26 +107,23 @@ function revive(text, key, handles) {
     (v !== null && typeof v === "object" && !Array.isArray(v) && key in v) ? handles[v[key]] : v);
 }
 
+// A page callback called for Python: one that throws is reported and never breaks the job.
+function callSafely(fn, value) {
+  try {
+    fn(value);
+  } catch (e) {
+    console.warn(`comfyui.js: a callback threw: ${e && e.message}`);
+  }
+}
+
 // The per-message hot path stays on this side of the FFI where JS does it for free: every
 // crossing between Python and JS costs microseconds (see BENCHMARKS.md, event throughput).
 const pyHelpers = {
   revive,
   // Call a page callback with the JSON text Python built: the parsed object goes straight
-  // to the callback instead of coming back to Python as a proxy first. A callback that
-  // throws is reported and never breaks the job.
+  // to the callback instead of coming back to Python as a proxy first.
   deliver(fn, text, key, handles) {
-    let value;
-    try {
-      value = handles === undefined ? JSON.parse(text) : revive(text, key, handles);
-    } catch (e) {
-      console.warn(`comfyui.js: could not decode a callback payload: ${e && e.message}`);
-      return;
-    }
-    try {
-      fn(value);
-    } catch (e) {
-      console.warn(`comfyui.js: a callback threw: ${e && e.message}`);
-    }
+    callSafely(fn, handles === undefined ? JSON.parse(text) : revive(text, key, handles));
   },
   // One HTTP exchange, for Python's transport. Browser APIs that start asynchronous work
   // (fetch, body reads) cost ~0.5-0.8 ms more when called with Python's frames on the stack
@@ -156,25 +153,20 @@ const pyHelpers = {
   },
   // Console output from Python, written after Python's call returns (console.log under
   // Python's frames costs ~0.3 ms for the same reason).
-  log(level, text) {
-    queueMicrotask(() => (level === "warn" ? console.warn : console.log)(text));
+  log(text) {
+    queueMicrotask(() => console.log(text));
   },
   // The payload of a progress/progress_state callback (one per sampler step) built here
   // from its values, the same object deliver() would give: no JSON on either side for the
   // most frequent callback. Python's None arrives as undefined and becomes null.
   progress(fn, event, jobId, promptId, server, state, progress, currentNode, value, max,
            totalNodes) {
-    const p = {
+    callSafely(fn, {
       event, jobId, promptId, server: server ?? null, state, progress,
       currentNode: currentNode ?? null,
       nodeProgress: value === undefined ? null : { value, max },
       totalNodes: totalNodes ?? null,
-    };
-    try {
-      fn(p);
-    } catch (e) {
-      console.warn(`comfyui.js: a callback threw: ${e && e.message}`);
-    }
+    });
   },
   // A WebSocket's listeners: the message's text or ArrayBuffer reaches Python as the
   // argument, one crossing per message (reading event.data from Python was a second one).

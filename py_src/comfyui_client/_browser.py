@@ -106,9 +106,10 @@ class _PageHelpers:
     ``revive(text, key, handles)`` (JSON.parse putting Blobs back), ``deliver(fn, text[,
     key, handles])`` (parse and call a page callback in JS, catching what it throws),
     ``listen(ws, onOpen, onText, onBinary, onClose)`` (WebSocket listeners passing the
-    message data itself), ``request(url, initJson, body, signal, expect)`` (one HTTP
-    exchange started from a plain JS stack), ``log(level, text)`` (console output) and
-    ``progress(fn, ...values)`` (a progress callback's payload built in JS).
+    message data itself), ``request(url, initJson, body, controller, expect, timeoutMs)``
+    (one HTTP exchange started from a plain JS stack, with its deadline), ``log(text)``
+    (console output) and ``progress(fn, ...values)`` (a progress callback's payload
+    built in JS).
     Without them (Pyodide driven directly, without comfyui.js) this module does the same
     through plain FFI calls, only slower."""
 
@@ -320,21 +321,19 @@ class BrowserTransport:
         controller = js.AbortController.new()
         expect = req.expect
 
-        async def exchange() -> HttpResponse:
+        async def exchange() -> tuple[Any, Any, Any]:
+            # without comfyui.js: the same exchange through plain FFI calls
             init_js = {"method": req.method, "headers": headers, "signal": controller.signal}
             if body is not None:
                 init_js["body"] = body
             resp = await _await_js(js.fetch(url, to_plain_js(init_js)))
-            # one FFI call for all headers (names come lower-cased from the Headers object)
-            hdrs = js.Object.fromEntries(resp.headers).to_py()
-            status = int(resp.status)
-            if expect == "blob" and 200 <= status < 300:
-                blob = await _await_js(resp.blob())
-                return HttpResponse(status, hdrs, blob, int(blob.size), url)
-            if expect == "none" and 200 <= status < 300:
-                return HttpResponse(status, hdrs, b"", 0, url)
-            raw = (await _await_js(resp.arrayBuffer())).to_bytes()
-            return HttpResponse(status, hdrs, raw, len(raw), url)
+            ok = 200 <= int(resp.status) < 300
+            data = None
+            if expect == "blob" and ok:
+                data = await _await_js(resp.blob())
+            elif expect != "none" or not ok:
+                data = await _await_js(resp.arrayBuffer())
+            return resp.status, js.JSON.stringify(js.Object.fromEntries(resp.headers)), data
 
         try:
             if _JS.request is not None:
@@ -343,15 +342,17 @@ class BrowserTransport:
                 init = json.dumps({"method": req.method, "headers": headers})
                 out = await _await_js(_JS.request(url, init, body, controller, expect,
                                                   max(1, round(timeout * 1000))))
-                status, hdrs, data = int(out.status), json.loads(out.headers), out.body
-                if expect == "blob" and 200 <= status < 300:
-                    return HttpResponse(status, hdrs, data, int(data.size), url)
-                if data is None or data is jsnull:
-                    return HttpResponse(status, hdrs, b"", 0, url)
-                raw = data.to_bytes()
-                return HttpResponse(status, hdrs, raw, len(raw), url)
-            # one deadline for the answer and its body: one timer task per request, not three
-            return await asyncio.wait_for(exchange(), timeout)
+                answer = (out.status, out.headers, out.body)
+            else:
+                # one deadline for the answer and its body: one timer task per request
+                answer = await asyncio.wait_for(exchange(), timeout)
+            status, hdrs, data = int(answer[0]), json.loads(str(answer[1])), answer[2]
+            if expect == "blob" and 200 <= status < 300:
+                return HttpResponse(status, hdrs, data, int(data.size), url)
+            if data is None or data is jsnull:
+                return HttpResponse(status, hdrs, b"", 0, url)
+            raw = data.to_bytes()
+            return HttpResponse(status, hdrs, raw, len(raw), url)
         except TimeoutError:
             controller.abort()
             raise TransportError(f"no answer within {timeout:g}s", kind="timeout") from None
@@ -457,7 +458,7 @@ class BrowserTransport:
         """A line for the page's console (comfyui.js writes it once Python's call returned,
         where ``console.log`` is cheap)."""
         if _JS.log is not None:
-            _JS.log("log", text)
+            _JS.log(text)
         else:
             js.console.log(text)
 
@@ -469,35 +470,25 @@ class BrowserTransport:
         into the wasm heap (the Blob constructor copies inside JS only)."""
         return js.Blob.new(to_js([view]), to_plain_js({"type": content_type}))
 
-    @staticmethod
-    def _call_progress(fn: Any, p: dict[str, Any]) -> None:
-        """A progress callback (``jobs.progress_to_dict`` plus ``event``) built by comfyui.js
-        from positional values: ~3 µs where JSON out and in cost ~10 µs per message."""
-        global _in_page_code
-        node = p["nodeProgress"]
-        _in_page_code += 1
-        try:
-            _JS.progress(fn, p["event"], p["jobId"], p["promptId"], p["server"], p["state"],
-                         p["progress"], p["currentNode"],
-                         None if node is None else node["value"],
-                         None if node is None else node["max"], p["totalNodes"])
-        finally:
-            _in_page_code -= 1
-
     def call_js(self, fn: Any, payload: Any) -> None:
         """Invoke a page callback with plain JS data; a throwing callback never breaks a job.
-        With comfyui.js's ``deliver`` the JSON text is parsed and passed on in JS: the
-        object never comes back into Python as a proxy (one FFI crossing, not two)."""
+        With comfyui.js's helpers the object is made in JS: a progress payload from its
+        positional values (~3 µs, where JSON out and in cost ~10 µs per message), any other
+        from one JSON string parsed there, so it never comes back into Python as a proxy."""
         global _in_page_code
         if fn is None or fn is jsnull:
             return
-        if (_JS.progress is not None and type(payload) is dict
-                and payload.keys() == _PROGRESS_KEYS):
-            self._call_progress(fn, payload)
-            return
-        encoded = _encode(payload) if _JS.deliver is not None else None
         _in_page_code += 1
         try:
+            if (_JS.progress is not None and type(payload) is dict
+                    and payload.keys() == _PROGRESS_KEYS):
+                node = payload["nodeProgress"]
+                _JS.progress(fn, payload["event"], payload["jobId"], payload["promptId"],
+                             payload["server"], payload["state"], payload["progress"],
+                             payload["currentNode"], None if node is None else node["value"],
+                             None if node is None else node["max"], payload["totalNodes"])
+                return
+            encoded = _encode(payload) if _JS.deliver is not None else None
             if encoded is None:
                 fn(_plain_for_callback(payload))
             elif encoded[1]:
@@ -577,9 +568,8 @@ class Bridge:
 
 
 def create_bridge(helpers: Any = None) -> Bridge:
-    """The page's bridge. ``helpers`` is comfyui.js's object of JS hot paths (``revive``,
-    ``deliver``, ``listen``; see ``_PageHelpers``); without it everything goes through
-    plain FFI calls."""
+    """The page's bridge. ``helpers`` is comfyui.js's object of JS hot paths (see
+    ``_PageHelpers``); without it everything goes through plain FFI calls."""
     if helpers is not None and helpers is not jsnull:
         for name in ("revive", "deliver", "listen", "request", "log", "progress"):
             fn = getattr(helpers, name, None)

@@ -142,8 +142,9 @@ class JobRecord:
 
     job: Any
     workflow: dict[str, Any] | None = None
-    done: asyncio.Future | None = None
-    # futures of ``wait`` calls, settled directly when ``done`` is (see ``_until_done``)
+    # the state in which the server was done with the job (outputs awaited, failed,
+    # released...), None while it is not; ``wait`` calls sleep on ``wakers`` meanwhile
+    settled: str | None = None
     wakers: list[asyncio.Future] = field(default_factory=list)
     on_progress: Any = None
     on_preview: Any = None
@@ -400,7 +401,6 @@ class PoolClient:
     async def _finish_reattached(self, rec: JobRecord) -> None:
         """Nobody on the new page awaits a reattached job: once the server is done with it,
         release it so it stops holding the lock; its outputs stay fetchable by id."""
-        assert rec.done is not None
         with contextlib.suppress(ComfyClientError):
             await self.wait(rec.job.prompt_id)
         if not self._finished(rec):
@@ -813,20 +813,21 @@ class PoolClient:
 
     @staticmethod
     def _settle(rec: JobRecord, state: str) -> None:
-        """``rec.done`` gets its result, and every ``wait`` call is woken in the same breath."""
-        if rec.done is not None and not rec.done.done():
-            rec.done.set_result(state)
+        """The server is done with the job (the first such state counts); every ``wait``
+        call is woken in the same breath."""
+        if rec.settled is None:
+            rec.settled = state
         for waker in rec.wakers:
             if not waker.done():
                 waker.set_result(None)
 
     async def _until_done(self, rec: JobRecord, timeout: float) -> bool:
         """Wait up to ``timeout`` s for the job to leave the server's hands; True if it did.
-        Why not ``wait_for(shield(rec.done))``: each future in that chain resolves the
-        next one a loop turn later (three turns, ~1 ms in a page); a private future that
-        ``_settle`` resolves directly wakes this task on the next turn. ``rec.done`` itself
-        is never awaited here, so a cancelled caller cannot cancel it for other waiters."""
-        if rec.done is None or rec.done.done():
+        Why not one shared future and ``wait_for(shield(...))``: each future in that chain
+        resolves the next one a loop turn later (three turns, ~1 ms in a page); a private
+        future per call, resolved by ``_settle`` directly, wakes this task on the next turn,
+        and a cancelled caller cancels only its own."""
+        if rec.settled is not None:
             return True
         loop = asyncio.get_event_loop()
         waker = loop.create_future()
@@ -837,7 +838,7 @@ class PoolClient:
         finally:
             timer.cancel()
             rec.wakers.remove(waker)
-        return rec.done.done()
+        return rec.settled is not None
 
     # ------------------------------------------------------------------ jobs
 
@@ -853,7 +854,6 @@ class PoolClient:
         job = jobs_mod.new_job(job_id or prompt_id, server, now=self.env.wall_time(),
                                workflow=workflow, prompt_id=prompt_id)
         rec = JobRecord(job=job, workflow=workflow)
-        rec.done = asyncio.get_event_loop().create_future()
         rec.on_progress = opts.get("onProgress")
         rec.on_preview = opts.get("onPreview")
         rec.last_message_at = self.env.now()
@@ -1107,7 +1107,8 @@ class PoolClient:
             # a job finished before a page reload: known server, nothing in flight
             job = jobs_mod.new_job(prompt_id, self.done_pins[prompt_id],
                                    now=self.env.wall_time())
-            rec = JobRecord(job=jobs_mod.released(job, now=self.env.wall_time()))
+            rec = JobRecord(job=jobs_mod.released(job, now=self.env.wall_time()),
+                            settled="released")
             self.records[prompt_id] = rec
         if rec is None:
             raise InvalidInputError(
@@ -1120,8 +1121,7 @@ class PoolClient:
         """Wait until the server is done with the job, then fetch its history (and retry an
         empty one: ``execution_success`` is sent before history is written)."""
         rec = self.record_of(prompt_id)
-        assert rec.done is not None
-        while not rec.done.done():
+        while rec.settled is None:
             chan = self.channels.get(rec.job.server)
             # without a live socket nothing will tell us: poll over HTTP at a faster pace
             live = chan is not None and chan.state == "open"
@@ -1261,7 +1261,7 @@ class PoolClient:
         the server replays nothing."""
         for pid in list(self.pins.jobs_on(server)):
             rec = self.records.get(pid)
-            if rec is None or self._finished(rec) or rec.done is None or rec.done.done():
+            if rec is None or self._finished(rec) or rec.settled is not None:
                 continue
             with contextlib.suppress(ComfyClientError):
                 entry = await self.history(pid, retry=False)

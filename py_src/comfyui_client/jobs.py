@@ -389,13 +389,13 @@ class _Wire:
         self._msg = msg
 
     def __getattr__(self, name: str) -> Any:
-        msg = self._msg
-        if name in msg:
-            return msg[name]
-        data = msg.get("data")
-        if _is_mapping(data) and name in data:
-            return data[name]
-        raise AttributeError(name)
+        value = _attr(self._msg, name, _MISSING)
+        if value is _MISSING:
+            raise AttributeError(name)
+        return value
+
+
+_MISSING = object()
 
 
 def _event_key(event: Any) -> str | None:

@@ -55,6 +55,13 @@ async ([workflow, colours, filename]) => {
 }
 """
 
+# an 8x8 black PNG made in the page: a JS expression that resolves to a Blob
+TINY_PNG_JS = """(async () => {
+  const c = new OffscreenCanvas(8, 8);
+  c.getContext("2d").fillRect(0, 0, 8, 8);
+  return c.convertToBlob({ type: "image/png" });
+})()"""
+
 
 def _pixel(png_b64: str) -> tuple[int, int, int]:
     from PIL import Image
@@ -387,9 +394,7 @@ def test_output_urls_are_made_on_first_read_only(booted_page, devservers):
     page = booted_page
     _init(page, devservers.urls[:1], "job")
     out = page.evaluate("""async (workflow) => {
-      const c = new OffscreenCanvas(8, 8);
-      c.getContext("2d").fillRect(0, 0, 8, 8);
-      const input = await c.convertToBlob({ type: "image/png" });
+      const input = await __TINY_PNG__;
       const made = [];
       const create = URL.createObjectURL;
       URL.createObjectURL = (b) => { const u = create(b); made.push(u); return u; };
@@ -407,7 +412,7 @@ def test_output_urls_are_made_on_first_read_only(booted_page, devservers):
       } finally {
         URL.createObjectURL = create;
       }
-    }""", INVERT)
+    }""".replace("__TINY_PNG__", TINY_PNG_JS), INVERT)
     assert out["before"] == 0, "no object URL before `url` is read"
     assert out["after"] == 1 and out["same"] is True and out["blobUrl"] is True
     assert out["served"] == out["size"] > 0
@@ -470,9 +475,7 @@ def test_calls_made_from_inside_a_progress_callback_run_after_it(booted_page, de
     page = booted_page
     _init(page, devservers.urls[:1], "job")
     out = page.evaluate("""async (workflow) => {
-      const c = new OffscreenCanvas(8, 8);
-      c.getContext("2d").fillRect(0, 0, 8, 8);
-      const input = await c.convertToBlob({ type: "image/png" });
+      const input = await __TINY_PNG__;
       const inner = [];
       let inCallback = false, ranInside = 0;
       const r = await window.comfy.processImage(workflow, input, {
@@ -488,7 +491,7 @@ def test_calls_made_from_inside_a_progress_callback_run_after_it(booted_page, de
       const seen = await Promise.all(inner);
       return { ok: r.images.length === 1, calls: seen.length, allSawJob: seen.every(Boolean),
                ranInside };
-    }""", INVERT)
+    }""".replace("__TINY_PNG__", TINY_PNG_JS), INVERT)
     assert out["ok"] is True and out["calls"] > 3
     assert out["allSawJob"] is True
     assert out["ranInside"] == 0

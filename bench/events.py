@@ -256,8 +256,9 @@ def bench_events(browser: Any, base: str, group: Any, a: Any, log: Any,
         page.add_init_script(WS_HOOK)
         page.goto(f"{base}/_bench_ours.html")
         page.wait_for_function("window.harnessReady === true", timeout=boot_timeout_ms)
-        page.evaluate("(s) => window.comfy.init({servers: s})", [server])
-        from bench.harness import JOBS_JS
+        from bench.harness import INIT_JS, JOBS_JS
+
+        page.evaluate(INIT_JS, [server])
 
         page.evaluate(JOBS_JS)
         page.evaluate("(src) => { window.BREAKDOWN_PY = src; }", BREAKDOWN_PY)

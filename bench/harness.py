@@ -10,10 +10,11 @@ OURS = """<!doctype html>
   window.comfy = comfy;
   const q = new URLSearchParams(location.search);
   if (q.has("boot")) {
-    comfy.init({ servers: JSON.parse(q.get("boot")) }).then(
+    comfy.init({ servers: JSON.parse(q.get("boot")), bootCache: q.get("cache") !== "0" }).then(
       () => {
         window.bootMs = performance.now();
         const b = { ...comfy.bootTimings };
+        b.loadEnd = b.startedAt + b.importLoader + b.loadPyodide;  // loadPyodide resolved
         b.pageAndModule = start;                   // navigation start -> this script runs
         b.initOwn = window.bootMs - start - (b.total || 0);   // init()'s pool set-up
         window.bootBreakdown = b;
@@ -30,8 +31,12 @@ BARE = """<!doctype html>
 <script type="module">
   const dir = new URL("./pyodide/", location.href);
   const { loadPyodide } = await import(new URL("pyodide.mjs", dir).href);
+  const startedAt = performance.now();
   loadPyodide({ indexURL: dir.href }).then(
-    () => { window.bootMs = performance.now(); },
+    () => {
+      window.bootMs = performance.now();
+      window.bootBreakdown = { startedAt, importLoader: 0, loadEnd: window.bootMs };
+    },
     (e) => { window.bootError = String(e && e.message); });
 </script>
 """
@@ -229,3 +234,22 @@ _bench_timed(_bb.Bridge, "start", "callbacks")
 _bench_timed(_bc.ServerChannel, "_on_text", "ws")
 _bench_timed(_bc.ServerChannel, "_on_binary", "ws")
 """
+
+# Added to every boot page's context: when Pyodide's main wasm module was instantiated
+# (WebAssembly.instantiateStreaming resolved: download and compile overlap), so a boot's
+# loadPyodide can be split into "wasm ready" and "after wasm" (CPython's start, its stdlib
+# imports and Pyodide's bootstrap, or a snapshot's restore). Timing only: calls go through.
+WASM_HOOK = """
+(() => {
+  const orig = WebAssembly.instantiateStreaming;
+  WebAssembly.instantiateStreaming = function (...args) {
+    const p = orig.apply(this, args);
+    p.then(() => { window.wasmReadyAt = performance.now(); }, () => {});
+    return p;
+  };
+})();
+"""
+
+# init() for the pages that measure jobs and events, then wait until the boot-cache worker
+# (started after a page's first boot) is done, so it shares no CPU with what is measured
+INIT_JS = "(s) => window.comfy.init({servers: s}).then(() => window.comfy.bootCacheSaved)"

@@ -38,7 +38,7 @@ for _sub in (".", "py_src", "tests"):
         sys.path.insert(0, str(ROOT / _sub))
 
 from bench.events import bench_events  # noqa: E402
-from bench.harness import BARE, BUSY_PY, JOBS_JS, OURS  # noqa: E402
+from bench.harness import BARE, BUSY_PY, INIT_JS, JOBS_JS, OURS, WASM_HOOK  # noqa: E402
 from bench.scale import bench_scale  # noqa: E402
 
 INVERT = {
@@ -191,48 +191,70 @@ def _wait_boot(page) -> float:
     return float(page.evaluate("window.bootMs"))
 
 
+# the boot variants: ours restores its boot cache on warm loads; "nocache" is ours with
+# init({bootCache: false}), i.e. what every boot costs without the snapshot
+BOOT_VARIANTS = ("ours", "nocache", "bare")
+
+
+def _boot_breakdown(page) -> dict:
+    """comfy.bootTimings plus the split of loadPyodide at the main wasm's instantiation."""
+    b = dict(page.evaluate("window.bootBreakdown") or {})
+    wasm = page.evaluate("window.wasmReadyAt")
+    if wasm is not None and "startedAt" in b and "loadEnd" in b:
+        load_start = b["startedAt"] + b.get("importLoader", 0)
+        b["toWasmReady"] = wasm - load_start
+        b["afterWasm"] = b["loadEnd"] - wasm
+    return b
+
+
 def bench_boot(browser, base: str, servers: list[str], runs: int, log) -> dict:
-    urls = {"ours": f"{base}/_bench_ours.html?boot=" + json.dumps(servers[:1]),
-            "bare": f"{base}/_bench_bare.html"}
-    out = {"cold": {"ours": [], "bare": []}, "warm": {"ours": [], "bare": []},
-           "breakdown": {"cold": [], "warm": []}}
+    ours = f"{base}/_bench_ours.html?boot=" + json.dumps(servers[:1])
+    urls = {"ours": ours, "nocache": ours + "&cache=0", "bare": f"{base}/_bench_bare.html"}
+    out: dict = {"cold": {"ours": [], "bare": []}, "warm": {k: [] for k in BOOT_VARIANTS},
+                 "breakdown": {"cold": {"ours": [], "bare": []},
+                               "warm": {k: [] for k in BOOT_VARIANTS}}}
 
-    def breakdown(page, mode):
-        out["breakdown"][mode].append(page.evaluate("window.bootBreakdown"))
+    def new_page():
+        ctx = browser.new_context()
+        ctx.add_init_script(WASM_HOOK)
+        return ctx, ctx.new_page()
 
-    # cold: a fresh context (empty HTTP and code caches) per load; order alternates
+    # cold: a fresh context (empty HTTP, code and Cache Storage) per load; order alternates
     for i in range(runs):
         for kind in (("ours", "bare") if i % 2 == 0 else ("bare", "ours")):
-            ctx = browser.new_context()
+            ctx, page = new_page()
             try:
-                page = ctx.new_page()
                 page.goto(urls[kind])
                 out["cold"][kind].append(_wait_boot(page))
-                if kind == "ours":
-                    breakdown(page, "cold")
+                out["breakdown"]["cold"][kind].append(_boot_breakdown(page))
             finally:
                 ctx.close()
         log(f"  boot cold {i + 1}/{runs}: ours {out['cold']['ours'][-1]:.0f} ms, "
             f"bare {out['cold']['bare'][-1]:.0f} ms")
-    # warm: one context per variant, primed once, then reloads
+    # warm: one context per variant, primed once (ours: until its boot cache is saved),
+    # then reloads, order rotating
     with ExitStack() as stack:
         pages = {}
-        for kind in ("ours", "bare"):
-            ctx = browser.new_context()
+        for kind in BOOT_VARIANTS:
+            ctx, page = new_page()
             stack.callback(ctx.close)
-            page = ctx.new_page()
             page.goto(urls[kind])
             _wait_boot(page)  # priming load, not counted
+            if kind == "ours" and not page.evaluate("window.comfy.bootCacheSaved"):
+                raise RuntimeError("the boot cache was not saved: see the page's console")
             pages[kind] = page
         for i in range(runs):
-            for kind in (("ours", "bare") if i % 2 == 0 else ("bare", "ours")):
+            order = BOOT_VARIANTS[i % 3:] + BOOT_VARIANTS[:i % 3]
+            for kind in order:
                 page = pages[kind]
                 page.reload()
                 out["warm"][kind].append(_wait_boot(page))
-                if kind == "ours":
-                    breakdown(page, "warm")
-            log(f"  boot warm {i + 1}/{runs}: ours {out['warm']['ours'][-1]:.0f} ms, "
-                f"bare {out['warm']['bare'][-1]:.0f} ms")
+                out["breakdown"]["warm"][kind].append(_boot_breakdown(page))
+            log(f"  boot warm {i + 1}/{runs}: "
+                + ", ".join(f"{k} {out['warm'][k][-1]:.0f} ms" for k in BOOT_VARIANTS))
+    cache_states = {b.get("bootCache") for b in out["breakdown"]["warm"]["ours"]}
+    if cache_states != {"restored"}:
+        raise RuntimeError(f"warm loads of ours did not restore the boot cache: {cache_states}")
     return out
 
 
@@ -275,7 +297,7 @@ def python_busy(browser, base: str, server: str, n: int = 10) -> dict[str, float
         page.goto(f"{base}/_bench_ours.html")
         page.wait_for_function("window.harnessReady === true", timeout=BOOT_TIMEOUT_MS)
         page.evaluate("async (src) => (await window.comfy.getPyodide()).runPython(src)", BUSY_PY)
-        page.evaluate("(s) => window.comfy.init({servers: s})", [server])
+        page.evaluate(INIT_JS, [server])
         page.evaluate(JOBS_JS)
         page.evaluate("window.bench.makeInput()")
         for _ in range(3):
@@ -303,7 +325,7 @@ def bench_jobs(browser, base: str, server: str, a: argparse.Namespace, log,
         page = ctx.new_page()
         page.goto(f"{base}/_bench_ours.html")
         page.wait_for_function("window.harnessReady === true", timeout=BOOT_TIMEOUT_MS)
-        page.evaluate("(s) => window.comfy.init({servers: s})", [server])
+        page.evaluate(INIT_JS, [server])
         page.evaluate(JOBS_JS)
         size = page.evaluate("window.bench.makeInput()")
         page.evaluate("(u) => window.bench.refConnect(u)", server)
@@ -360,8 +382,10 @@ def report(a, info, boot, jobs, events, scale, server_kind, server_url,
           "awaits `loadPyodide({indexURL})` with the same indexURL and no packages. "
           f"*Cold*: a new browser context per load ({a.runs} runs each, order alternating). "
           f"*Warm*: one context per variant, primed once, then {a.runs} `reload()`s each "
-          "(the static server sends `Cache-Control: no-cache`, so warm loads revalidate). "
-          "Breakdown from `comfy.bootTimings`.",
+          "(the static server sends `Cache-Control: no-cache`, so warm loads revalidate); "
+          "three variants: ours, ours with `bootCache: false`, bare. "
+          "Breakdown from `comfy.bootTimings` and a hook on "
+          "`WebAssembly.instantiateStreaming`.",
           "- **Jobs**: workflow LoadImage -> ImageInvert -> SaveImage on a 256x256 PNG made "
           "in the page with OffscreenCanvas. *Ours*: `processImage(workflow, blob)` then "
           "reading the output blob. *JS reference*: plain JS in the same page — FormData "
@@ -393,27 +417,49 @@ def report(a, info, boot, jobs, events, scale, server_kind, server_url,
         c = {k: stats(v) for k, v in boot["cold"].items()}
         w = {k: stats(v) for k, v in boot["warm"].items()}
         rc, rw = ratio(c["ours"], c["bare"]), ratio(w["ours"], w["bare"])
+        rn = ratio(w["nocache"], w["bare"])
         L += ["## Boot (page load -> ready)", "",
+              "*Ours* is comfyui.js as shipped: a warm load restores the boot cache (a memory "
+              "snapshot of the interpreter with the client imported, made by a worker after "
+              "the first boot and kept in Cache Storage); a cold load (new context: empty "
+              "caches) boots normally and starts that worker once `init()` resolved. "
+              "*Ours, no boot cache* is `init({bootCache: false})`.", "",
               "| | ours: comfyui.js `init()` | bare `loadPyodide()` | ours / bare |",
               "|---|---|---|---|",
               f"| cold (new context) | {fmt(c['ours'])} | {fmt(c['bare'])} | {rc:.2f}× |",
-              f"| warm (reload) | {fmt(w['ours'])} | {fmt(w['bare'])} | {rw:.2f}× |", "",
-              "Breakdown of ours (`comfy.bootTimings`: `importLoader` -> `importClient` are "
-              "the boot's phases and `total` their sum; `pageAndModule` is navigation start "
-              "-> the page's script runs (page load and importing comfyui.js), `initOwn` is "
-              "what `init()` adds after the boot (configuring the pool)):", "",
-              "| phase | cold | warm |", "|---|---|---|"]
-        for key in ("pageAndModule", "importLoader", "loadPyodide", "installClient",
-                    "importClient", "total", "initOwn"):
-            cv = [b[key] for b in boot["breakdown"]["cold"] if b and key in b]
-            wv = [b[key] for b in boot["breakdown"]["warm"] if b and key in b]
-            if cv and wv:
-                L.append(f"| {key} | {fmt(stats(cv))} | {fmt(stats(wv))} |")
+              f"| warm (reload) | {fmt(w['ours'])} | {fmt(w['bare'])} | {rw:.2f}× |",
+              f"| warm, ours without the boot cache | {fmt(w['nocache'])} | {fmt(w['bare'])} "
+              f"| {rn:.2f}× |", "",
+              "Where the time goes (median ms). `comfy.bootTimings`: `importLoader` -> "
+              "`importClient` are the boot's phases and `total` their sum; `pageAndModule` is "
+              "navigation start -> the page's script runs (page load and importing "
+              "comfyui.js), `initOwn` is what `init()` adds after the boot (configuring the "
+              "pool). `loadPyodide` is split where Pyodide's main wasm module was "
+              "instantiated (`WebAssembly.instantiateStreaming` resolved, timed by a hook "
+              "the bench adds): `toWasmReady` is fetching `pyodide.asm.mjs` and the wasm "
+              "with its compile, overlapping the stdlib's download; `afterWasm` is CPython's "
+              "start, its stdlib imports and Pyodide's bootstrap (or, restored, the "
+              "snapshot's copy into memory):", "",
+              "| phase | cold, ours | cold, bare | warm, ours (restored) | "
+              "warm, ours, no boot cache | warm, bare |", "|---|---|---|---|---|---|"]
+        cols = [("cold", "ours"), ("cold", "bare"), ("warm", "ours"), ("warm", "nocache"),
+                ("warm", "bare")]
+        for key in ("pageAndModule", "importLoader", "loadPyodide", "toWasmReady",
+                    "afterWasm", "installClient", "importClient", "total", "initOwn"):
+            cells = []
+            for mode, kind in cols:
+                vals = [b[key] for b in boot["breakdown"][mode][kind] if key in b]
+                cells.append(f"{stats(vals)['median']:.0f}" if vals else "—")
+            if any(cell != "—" for cell in cells):
+                label = f"&nbsp;&nbsp;{key}" if key in ("toWasmReady", "afterWasm") else key
+                L.append(f"| {label} | " + " | ".join(cells) + " |")
         L.append("")
         heads += [("Boot, cold (page load -> `init()` resolved)", f"{rc:.2f}× bare Pyodide",
                    f"{c['ours']['median']:.0f} ms vs {c['bare']['median']:.0f} ms"),
-                  ("Boot, warm (reload)", f"{rw:.2f}× bare Pyodide",
-                   f"{w['ours']['median']:.0f} ms vs {w['bare']['median']:.0f} ms")]
+                  ("Boot, warm (reload; restores the boot cache)", f"{rw:.2f}× bare Pyodide",
+                   f"{w['ours']['median']:.0f} ms vs {w['bare']['median']:.0f} ms"),
+                  ("Boot, warm, without the boot cache", f"{rn:.2f}× bare Pyodide",
+                   f"{w['nocache']['median']:.0f} ms vs {w['bare']['median']:.0f} ms")]
     if jobs:
         lo, lj = stats(jobs["lat"]["ours"]), stats(jobs["lat"]["js"])
         rl = ratio(lo, lj)

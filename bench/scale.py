@@ -170,7 +170,8 @@ def bench_scale(browser: Any, base: str, a: Any, log: Any, workflow: dict,
             page = ctx.new_page()
             page.goto(f"{base}/_bench_ours.html")
             page.wait_for_function("window.harnessReady === true", timeout=boot_timeout_ms)
-            page.evaluate("(s) => window.comfy.init({servers: s, affinity: 'job'})", group.urls)
+            page.evaluate("(s) => window.comfy.init({servers: s, affinity: 'job'})"
+                          ".then(() => window.comfy.bootCacheSaved)", group.urls)
             page.evaluate(JOBS_JS)
             page.evaluate(SCALE_JS)
             page.evaluate("window.bench.makeInput()")

@@ -84,7 +84,7 @@ async function describeBootFailure(err) {
 // from ~330 to ~230 ms). Integrity is kept: the fetch carries the lockfile's sha256 as
 // Subresource Integrity, so the browser refuses a wheel that does not match, as loadPackage
 // would (describeBootFailure then names the file).
-async function fetchClientWheel() {
+async function fetchLockEntry() {
   const lockUrl = new URL("pyodide-lock.json", PYODIDE_DIR);
   const lockResp = await fetch(lockUrl);
   if (!lockResp.ok) throw new Error(`${lockUrl.href} answered HTTP ${lockResp.status}`);
@@ -92,12 +92,86 @@ async function fetchClientWheel() {
   if (!entry || !entry.file_name || !/^[0-9a-f]{64}$/.test(entry.sha256 || "")) {
     throw new Error(`${lockUrl.href} has no usable "${PACKAGE}" entry`);
   }
-  const bytes = entry.sha256.match(/../g).map((h) => parseInt(h, 16));
-  const integrity = "sha256-" + btoa(String.fromCharCode(...bytes));
+  return entry;
+}
+
+// The Subresource Integrity string of a lockfile's hex sha256
+function integrityOf(sha256) {
+  return "sha256-" + btoa(String.fromCharCode(...sha256.match(/../g).map((h) => parseInt(h, 16))));
+}
+
+async function fetchClientWheel(entry) {
   const url = new URL(entry.file_name, PYODIDE_DIR);
-  const resp = await fetch(url, { integrity });
+  const resp = await fetch(url, { integrity: integrityOf(entry.sha256) });
   if (!resp.ok) throw new Error(`${url.href} answered HTTP ${resp.status}`);
   return resp.arrayBuffer();
+}
+
+// The boot cache. Starting CPython and importing the client is most of a boot (~1.4 of
+// 1.5 s with every file in the HTTP cache, `python3 build.py bench`), and none of it
+// depends on the page. So once a page has booted normally, a worker
+// (boot-cache-worker.js) boots a second interpreter off the page's thread, imports the
+// client, takes a memory snapshot of it (Pyodide's `makeMemorySnapshot`) and keeps it in
+// Cache Storage under a key made of the Pyodide version and our wheel's sha256; later
+// boots restore it (`loadPyodide({_loadSnapshot})`) instead of starting CPython: ~0.4 s.
+// Why a worker: a snapshot can only be taken from an interpreter started with
+// `_makeSnapshot`, which wraps every JS global in a path-recording proxy (some getters,
+// `location.origin`, then throw); the page's own interpreter never runs in that mode.
+// Both options are Pyodide's own, marked experimental (underscored); Pyodide refuses a
+// snapshot of another build, and anything wrong (another build, a broken entry, no Cache
+// Storage: insecure origins have none) means a normal boot that replaces the entry.
+// Python draws again what must differ per page (`create_bridge`).
+// `init({bootCache: false})` turns it off; `bootTimings.bootCache` says what happened.
+const BOOT_CACHE = "comfyui.js-boot";
+export let bootCacheSaved = Promise.resolve(false);
+
+function snapshotKey(pyodideVersion, sha256) {
+  return new URL(`boot-snapshot/${pyodideVersion}/${sha256}`, PYODIDE_DIR).href;
+}
+
+async function findSnapshot(key) {
+  try {
+    return (await (await caches.open(BOOT_CACHE)).match(key)) || null;
+  } catch {
+    return null; // no Cache Storage here (opaque origin, storage blocked): boot normally
+  }
+}
+
+async function forgetSnapshot(key) {
+  try {
+    await (await caches.open(BOOT_CACHE)).delete(key);
+  } catch {
+    // nothing to forget
+  }
+}
+
+// Starts the worker that saves the snapshot; resolves true once it is in Cache Storage.
+function saveSnapshotInWorker(key, entry) {
+  return new Promise((resolve) => {
+    let worker;
+    try {
+      worker = new Worker(new URL("boot-cache-worker.js", import.meta.url), { type: "module" });
+    } catch (err) {
+      console.info(`comfyui.js: no boot cache (${err.message})`);
+      resolve(false);
+      return;
+    }
+    const done = (ok, why) => {
+      worker.terminate();
+      if (!ok) console.info(`comfyui.js: boot cache not saved (${why})`);
+      bootTimings.bootCache = ok ? "saved" : "failed";
+      resolve(ok);
+    };
+    worker.onmessage = (e) => done(!!(e.data && e.data.ok), e.data && e.data.error);
+    worker.onerror = (e) => done(false, e.message || "the worker failed to start");
+    worker.postMessage({
+      cacheName: BOOT_CACHE,
+      key,
+      pyodideDir: PYODIDE_DIR.href,
+      wheelUrl: new URL(entry.file_name, PYODIDE_DIR).href,
+      integrity: integrityOf(entry.sha256),
+    });
+  });
 }
 
 // Python sends answers as JSON text with its JS handles (Blobs) beside it, each marked
@@ -186,19 +260,39 @@ const pyHelpers = {
 
 async function boot(options) {
   const t0 = performance.now();
+  bootTimings.startedAt = t0; // ms since navigation start
+  const useCache = options.bootCache !== false && typeof caches !== "undefined" &&
+    typeof Worker !== "undefined";
   let pyodide;
   try {
-    const wheel = fetchClientWheel();
-    wheel.catch(() => {}); // a failure is reported below, after loadPyodide, not unhandled
-    const { loadPyodide } = await import(new URL("pyodide.mjs", PYODIDE_DIR).href);
+    const entry = fetchLockEntry();
+    const wheel = entry.then(fetchClientWheel);
+    for (const p of [entry, wheel]) p.catch(() => {}); // reported below, after loadPyodide
+    const loader = await import(new URL("pyodide.mjs", PYODIDE_DIR).href);
     bootTimings.importLoader = performance.now() - t0;
-    pyodide = await loadPyodide({
+    const config = {
       indexURL: PYODIDE_DIR.href,
       lockFileURL: new URL("pyodide-lock.json", PYODIDE_DIR).href,
       fullStdLib: false,
-    });
+    };
+    const key = useCache ? snapshotKey(loader.version, (await entry).sha256) : null;
+    const saved = key ? await findSnapshot(key) : null;
+    bootTimings.bootCache = "off";
+    if (saved) {
+      try {
+        pyodide = await loader.loadPyodide({ ...config, _loadSnapshot: saved.arrayBuffer() });
+        bootTimings.bootCache = "restored";
+      } catch (err) {
+        console.warn(`comfyui.js: the boot cache could not be restored (${err.message}); ` +
+          "booting normally and replacing it");
+        await forgetSnapshot(key);
+      }
+    }
+    if (!pyodide) pyodide = await loader.loadPyodide(config);
     bootTimings.loadPyodide = performance.now() - t0 - bootTimings.importLoader;
     const t1 = performance.now();
+    // the wheel's files are unpacked after a restore too: the snapshot holds the imported
+    // modules, not the file system (modules imported later, tracebacks' source lines)
     const site = pyodide.runPython(
       "import sys; next(p for p in sys.path if p.endswith('site-packages'))");
     pyodide.unpackArchive(await wheel, "wheel", { extractDir: site });
@@ -212,6 +306,10 @@ async function boot(options) {
     bridge = mod.create_bridge(pyHelpers);
     mod.destroy();
     bootTimings.importClient = performance.now() - t2;
+    if (useCache && bootTimings.bootCache !== "restored") {
+      bootTimings.bootCache = "saving";
+      bootCacheSaved = saveSnapshotInWorker(key, await entry);
+    }
   } catch (err) {
     const why = await describeBootFailure(err).catch(() => null);
     throw new ComfyUIError({
@@ -277,7 +375,16 @@ export async function getPyodide() {
  * options: {servers: [url | {url, weight, label, token}], affinity: "session" | "job", ...}
  */
 export async function init(options = {}) {
-  await ensureBoot(options);
+  const cache = options && options.bootCache;
+  if (cache !== undefined && cache !== null && typeof cache !== "boolean") {
+    throw new ComfyUIError({
+      name: "ConfigError",
+      code: "config_error",
+      message: `option bootCache must be true or false, got ${JSON.stringify(cache)}`,
+      hint: "false boots without the memory snapshot kept in Cache Storage",
+    });
+  }
+  await ensureBoot(options || {});
   return call("init", options);
 }
 

@@ -97,8 +97,21 @@ def from_js(value: Any) -> Any:
 
 
 # Marks where a JS handle (a Blob) sits in a payload sent as JSON. Random per page, so no
-# server-sent object can pose as one.
-_HANDLE_KEY = "\x00handle:" + os.urandom(8).hex()
+# server-sent object can pose as one; drawn again by create_bridge (see _fresh_page).
+_HANDLE_KEY = ""
+
+
+def _fresh_page() -> None:
+    """What must differ per page load, drawn again when the page creates its bridge: a
+    page restored from comfyui.js's boot cache (a memory snapshot of this interpreter)
+    would otherwise share them with every page restored from the same snapshot, e.g. the
+    reconnect jitter of ``random.random()``, whose whole point is to differ between tabs."""
+    global _HANDLE_KEY
+    _HANDLE_KEY = "\x00handle:" + os.urandom(8).hex()
+    random.seed(os.urandom(32))
+
+
+_fresh_page()
 
 
 class _PageHelpers:
@@ -570,6 +583,7 @@ class Bridge:
 def create_bridge(helpers: Any = None) -> Bridge:
     """The page's bridge. ``helpers`` is comfyui.js's object of JS hot paths (see
     ``_PageHelpers``); without it everything goes through plain FFI calls."""
+    _fresh_page()
     if helpers is not None and helpers is not jsnull:
         for name in ("revive", "deliver", "listen", "request", "log", "progress"):
             fn = getattr(helpers, name, None)

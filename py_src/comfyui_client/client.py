@@ -50,6 +50,8 @@ from .transport import HttpResponse, Socket, SocketHandlers, Transport, Transpor
 
 SESSION_KEY = "comfyui-client:v1"
 AFFINITIES = ("session", "job")
+# init() options that web/comfyui.js reads when it boots Python (the first init() only)
+PAGE_BOOT_OPTIONS = ("extraPackages", "bootCache")
 
 
 @dataclass
@@ -98,12 +100,13 @@ class ClientOptions:
         }
         opts = cls()
         for key, value in raw.items():
-            if key in ("servers", "extraPackages") or value is None:
+            if key in ("servers", *PAGE_BOOT_OPTIONS) or value is None:
                 continue
             if key not in known:
                 raise ConfigError(
                     f"unknown option {key!r}",
-                    hint="known options: servers, " + ", ".join(sorted(known)),
+                    hint="known options: " + ", ".join(
+                        sorted(("servers", *PAGE_BOOT_OPTIONS, *known))),
                 )
             attr = known[key]
             default = getattr(opts, attr)

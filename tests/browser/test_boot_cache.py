@@ -1,0 +1,126 @@
+"""comfyui.js's boot cache: the first boot in a browser leaves a memory snapshot of the
+interpreter in Cache Storage (made by a worker); a reload restores it instead of starting
+CPython. Each test uses its own browser context (its own Cache Storage) and checks what a
+user relies on: a restored page runs real jobs, what must differ per page does differ, a
+broken entry costs nothing but the speed-up, and the option turns it all off."""
+
+from __future__ import annotations
+
+import pytest
+from test_client_page import INVERT, RUN_JOBS, _pixel
+
+from conftest import HARNESS, ROOT
+
+pytestmark = pytest.mark.browser
+
+# The cache's entries as {url: byte length}
+CACHE_ENTRIES = """async () => {
+  const cache = await caches.open("comfyui.js-boot");
+  const out = {};
+  for (const req of await cache.keys()) {
+    out[req.url] = (await (await cache.match(req)).arrayBuffer()).byteLength;
+  }
+  return out;
+}"""
+
+# What must differ between two pages restored from one snapshot
+PAGE_SECRETS = """async () => {
+  const py = await window.comfy.getPyodide();
+  return py.runPython(
+    "import random\\nfrom comfyui_client import _browser as b\\n" +
+    "import json; json.dumps([random.random(), b._HANDLE_KEY])");
+}"""
+
+
+@pytest.fixture
+def harness_page(browser, dist_server):
+    (ROOT / "dist" / "_harness.html").write_text(HARNESS)
+    context = browser.new_context()
+    page = context.new_page()
+    page.console_logs = []  # type: ignore[attr-defined]
+    page.on("console", lambda msg: page.console_logs.append(f"{msg.type}: {msg.text}"))
+    url = f"{dist_server.url}/_harness.html"
+
+    def load():
+        page.goto(url)
+        page.wait_for_function("window.harnessReady === true", timeout=30_000)
+
+    page.load = load  # type: ignore[attr-defined]
+    load()
+    yield page
+    context.close()
+
+
+def _boot(page, servers, **options):
+    page.evaluate("(o) => window.comfy.init(o)", {"servers": servers, **options})
+    return page.evaluate("window.comfy.bootTimings.bootCache")
+
+
+def test_a_reload_restores_the_snapshot_and_runs_jobs(harness_page, devservers):
+    page = harness_page
+    assert _boot(page, devservers.urls[:1]) == "saving"
+    assert page.evaluate("window.comfy.bootCacheSaved") is True
+    assert page.evaluate("window.comfy.bootTimings.bootCache") == "saved"
+    entries = page.evaluate(CACHE_ENTRIES)
+    assert len(entries) == 1, entries
+    [(key, size)] = entries.items()
+    version = page.evaluate("window.comfy.getPyodide().then((p) => p.version)")
+    assert f"/boot-snapshot/{version}/" in key
+    assert size > 1 << 20, "a snapshot holds the interpreter's memory"
+
+    secrets = []
+    for _ in range(2):
+        page.load()
+        assert _boot(page, devservers.urls[:1]) == "restored"
+        secrets.append(page.evaluate(PAGE_SECRETS))
+        [res] = page.evaluate(RUN_JOBS, [INVERT, [[10, 200, 30]], "photo.png"])
+        assert res["ok"], res
+        assert _pixel(res["png"]) == (245, 55, 225)
+        assert res["events"][-1] == "succeeded"
+        assert res["consistency"]["consistent"] is True
+    # the snapshot holds memory, not files: a stdlib module it never imported still
+    # imports, and the client's sources are on disk (tracebacks show their lines)
+    assert page.evaluate("""window.comfy.getPyodide().then((p) => p.runPython(
+        "import sys\\nnew = 'tomllib' not in sys.modules\\nimport tomllib\\n" +
+        "from comfyui_client import jobs\\n" +
+        "[new, tomllib.loads('a = 1')['a'], 'def apply_event' in open(jobs.__file__).read()]"
+      ).toJs())""") == [True, 1, True]
+    assert secrets[0] != secrets[1], "each restored page draws its own random state and key"
+    assert page.evaluate("window.comfy.bootCacheSaved") is False  # nothing new to save
+
+
+def test_a_broken_entry_falls_back_to_a_normal_boot_and_is_replaced(harness_page, devservers):
+    page = harness_page
+    assert _boot(page, devservers.urls[:1]) == "saving"
+    assert page.evaluate("window.comfy.bootCacheSaved") is True
+    [key] = page.evaluate(CACHE_ENTRIES)
+    page.evaluate("""async (key) => {
+      const cache = await caches.open("comfyui.js-boot");
+      await cache.put(key, new Response(new Uint8Array(4096).fill(7)));
+    }""", key)
+
+    page.load()
+    assert _boot(page, devservers.urls[:1]) == "saving", "booted normally"
+    assert any("boot cache could not be restored" in line for line in page.console_logs)
+    [res] = page.evaluate(RUN_JOBS, [INVERT, [[0, 0, 255]], "photo.png"])
+    assert res["ok"], res
+    assert _pixel(res["png"]) == (255, 255, 0)
+    assert page.evaluate("window.comfy.bootCacheSaved") is True
+    assert page.evaluate(CACHE_ENTRIES)[key] > 1 << 20, "replaced by a good snapshot"
+
+    page.load()
+    assert _boot(page, devservers.urls[:1]) == "restored"
+
+
+def test_boot_cache_false_boots_without_it_and_bad_values_are_refused(harness_page, devservers):
+    page = harness_page
+    err = page.evaluate("""() => window.comfy.init({servers: ["http://127.0.0.1:9"],
+                                                    bootCache: "yes"}).then(
+        () => null, (e) => ({code: e.code, message: e.message}))""")
+    assert err == {"code": "config_error",
+                   "message": 'option bootCache must be true or false, got "yes"'}
+    assert _boot(page, devservers.urls[:1], bootCache=False) == "off"
+    assert page.evaluate("window.comfy.bootCacheSaved") is False
+    assert page.evaluate(CACHE_ENTRIES) == {}
+    # the option belongs to the boot: a later init() accepts it and changes nothing
+    assert _boot(page, devservers.urls[:1], bootCache=True) == "off"

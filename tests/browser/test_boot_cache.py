@@ -112,15 +112,18 @@ def test_a_broken_entry_falls_back_to_a_normal_boot_and_is_replaced(harness_page
     assert _boot(page, devservers.urls[:1]) == "restored"
 
 
-def test_boot_cache_false_boots_without_it_and_bad_values_are_refused(harness_page, devservers):
+def test_boot_options_bootcache_false_and_extra_packages(harness_page, devservers):
     page = harness_page
     err = page.evaluate("""() => window.comfy.init({servers: ["http://127.0.0.1:9"],
                                                     bootCache: "yes"}).then(
         () => null, (e) => ({code: e.code, message: e.message}))""")
     assert err == {"code": "config_error",
                    "message": 'option bootCache must be true or false, got "yes"'}
-    assert _boot(page, devservers.urls[:1], bootCache=False) == "off"
+    assert _boot(page, devservers.urls[:1], bootCache=False,
+                 extraPackages=["pyodide-http"]) == "off"
     assert page.evaluate("window.comfy.bootCacheSaved") is False
+    assert page.evaluate("""window.comfy.getPyodide().then((p) => p.runPython(
+        "import pyodide_http; pyodide_http.__name__"))""") == "pyodide_http"
     assert page.evaluate(CACHE_ENTRIES) == {}
     # the option belongs to the boot: a later init() accepts it and changes nothing
     assert _boot(page, devservers.urls[:1], bootCache=True) == "off"

@@ -107,13 +107,13 @@ async function fetchClientWheel(entry) {
   return resp.arrayBuffer();
 }
 
-// The boot cache. Starting CPython and importing the client is most of a boot (~1.4 of
-// 1.5 s with every file in the HTTP cache, `python3 build.py bench`), and none of it
-// depends on the page. So once a page has booted normally, a worker
+// The boot cache. Starting CPython and importing the client is most of a boot (`afterWasm`
+// in BENCHMARKS.md: ~1.5 s of a ~1.8 s boot with every file in the HTTP cache), and none of
+// it depends on the page. So once a page has booted normally, a worker
 // (boot-cache-worker.js) boots a second interpreter off the page's thread, imports the
 // client, takes a memory snapshot of it (Pyodide's `makeMemorySnapshot`) and keeps it in
 // Cache Storage under a key made of the Pyodide version and our wheel's sha256; later
-// boots restore it (`loadPyodide({_loadSnapshot})`) instead of starting CPython: ~0.4 s.
+// boots restore it (`loadPyodide({_loadSnapshot})`) instead of starting CPython: ~0.5 s.
 // Why a worker: a snapshot can only be taken from an interpreter started with
 // `_makeSnapshot`, which wraps every JS global in a path-recording proxy (some getters,
 // `location.origin`, then throw); the page's own interpreter never runs in that mode.
@@ -156,7 +156,11 @@ function saveSnapshotInWorker(key, entry) {
       resolve(false);
       return;
     }
+    let timer = null;
     const done = (ok, why) => {
+      if (timer === null) return; // answered already
+      clearTimeout(timer);
+      timer = null;
       worker.terminate();
       if (!ok) console.info(`comfyui.js: boot cache not saved (${why})`);
       bootTimings.bootCache = ok ? "saved" : "failed";
@@ -164,6 +168,8 @@ function saveSnapshotInWorker(key, entry) {
     };
     worker.onmessage = (e) => done(!!(e.data && e.data.ok), e.data && e.data.error);
     worker.onerror = (e) => done(false, e.message || "the worker failed to start");
+    // a boot takes a few seconds; one that never ends must not leave bootCacheSaved pending
+    timer = setTimeout(() => done(false, "no answer from the worker within 120 s"), 120_000);
     worker.postMessage({
       cacheName: BOOT_CACHE,
       key,

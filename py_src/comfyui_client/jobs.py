@@ -435,8 +435,12 @@ def _on_executing_null(job: Job, data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _on_progress(job: Job, data: Mapping[str, Any]) -> dict[str, Any]:
-    node = data.get("node") or job.current_node
-    value, top = data.get("value"), data.get("max")
+    return _progress_changes(job, data.get("node"), data.get("value"), data.get("max"))
+
+
+def _progress_changes(job: Job, node: str | None, value: float | None,
+                      top: float | None) -> dict[str, Any]:
+    node = node or job.current_node
     if value is None or top is None:
         return {}
     if job.current_node is None:
@@ -447,10 +451,13 @@ def _on_progress(job: Job, data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _on_progress_state(job: Job, data: Mapping[str, Any]) -> dict[str, Any]:
+    return _progress_state_changes(job, data.get("nodes"))
+
+
+def _progress_state_changes(job: Job, nodes: Any) -> dict[str, Any]:
     """Newer servers' per-node snapshot. It arrives *before* the matching ``executing``
     (recorded order), so a single running node becomes the current node here; finished
     nodes that were not cached count as executed (a cached node is reported finished too)."""
-    nodes = data.get("nodes")
     if not _is_mapping(nodes):
         return {}
     # one pass over the nodes (this runs per sampler step): finished ones not yet counted,
@@ -627,6 +634,34 @@ def _step(job: Job, key: str, data: Mapping[str, Any], now: float | None, *,
     return updated
 
 
+# The steady lane: a sampler sends a ``progress`` and a ``progress_state`` per step (a
+# flood is tens of thousands), and for a job the table keeps in its state, with its start
+# time set, ``_step`` reduces to the updater's changes plus the two counters. The lane
+# computes just that, from the event's attributes directly; anything else (another state,
+# a row that moves the job) goes through ``_step``. Tests hold both to the same result.
+_STEADY: Mapping[str, frozenset[str]] = MappingProxyType({
+    kind: frozenset(s for (s, e), t in TRANSITIONS.items() if e == kind and t == s)
+    for kind in ("progress", "progress_state")
+})
+_STARTS = frozenset({RUNNING, FINISHED, FETCHING_OUTPUTS})  # ``_step`` sets started_at there
+
+
+def _steady_step(job: Job, kind: str, event: Any, now: float | None) -> Job:
+    if kind == "progress":
+        changes = _progress_changes(job, _node_id(getattr(event, "node", None)),
+                                    _number_or_none(getattr(event, "value", None)),
+                                    _number_or_none(getattr(event, "max", None)))
+    else:
+        changes = _progress_state_changes(job, getattr(event, "nodes", None))
+    changes["events_seen"] = job.events_seen + 1
+    changes["updated_at"] = job.updated_at if now is None else now
+    updated = evolve(job, changes)
+    progress = _progress(updated)
+    if progress != updated.progress:
+        object.__setattr__(updated, "progress", progress)  # brand new, not shared yet
+    return updated
+
+
 def apply_event(job: Job, event: Any, *, now: float | None = None) -> Job:
     """Advance ``job`` by one server event (object with ``.type``/``.prompt_id``, or a wire
     dict). Not this job's (other or no prompt id): returned unchanged. An unknown type or a
@@ -637,6 +672,11 @@ def apply_event(job: Job, event: Any, *, now: float | None = None) -> Job:
     pid = getattr(event, "prompt_id", None)
     if pid is None or pid != job.prompt_id:
         return job
+    kind = getattr(event, "type", None)
+    steady = _STEADY.get(kind) if type(kind) is str else None
+    if steady is not None and job.state in steady and (
+            job.started_at is not None or job.state not in _STARTS):
+        return _steady_step(job, kind, event, now)
     key = _event_key(event)
     if key is None or (key not in _WIRE_TYPES and key != "executing_null"):
         label = key if key is not None else "<no type>"

@@ -483,3 +483,82 @@ def test_describe_transitions_lists_the_table() -> None:
     assert len(rows) == len(TRANSITIONS)
     assert ["fetching_outputs", "outputs_fetched", "succeeded"] in rows
     assert ["running", "executing_null", "fetching_outputs"] in rows
+
+
+# --------------------------------------------------------------------------- steady lane
+
+
+def _general_only(job: Job, event: Any, now: float | None) -> Job:
+    """apply_event with the steady lane switched off: every event through ``_step``."""
+    saved = jobs._STEADY
+    jobs._STEADY = {}
+    try:
+        return apply_event(job, event, now=now)
+    finally:
+        jobs._STEADY = saved
+
+
+def _both_ways(job: Job, events: list[Any]) -> tuple[Job, int]:
+    """Feed ``events`` to both paths side by side, asserting the same job after each;
+    returns the final job and how many events took the steady lane."""
+    steady = 0
+    for i, event in enumerate(events):
+        kind = getattr(event, "type", None) if not isinstance(event, dict) else event["type"]
+        if kind in ("progress", "progress_state") and job.state in jobs._STEADY[kind] \
+                and job.started_at is not None:
+            steady += 1
+        now = None if i % 5 == 4 else 10.0 + i  # also without a clock
+        fast, slow = apply_event(job, event, now=now), _general_only(job, event, now)
+        assert fast == slow, (i, event)
+        job = fast
+    return job, steady
+
+
+def test_steady_lane_equals_the_table_on_every_recording(rec: Any) -> None:
+    from comfyui_client.protocol import events as protocol
+
+    checked = 0
+    for name in rec.names():
+        if name == "timings":  # figures, not traffic
+            continue
+        msgs = rec.ws_json(name)
+        pids = {m["data"]["prompt_id"] for m in msgs
+                if isinstance(m.get("data"), dict) and m["data"].get("prompt_id")}
+        for pid in sorted(pids):
+            decoded = [protocol.decode_text(json.dumps(m)) for m in msgs]
+            for events in (decoded, msgs):  # typed events, and the wire dicts themselves
+                job = jobs.submitted(jobs.submit_started(
+                    new_job(pid, SERVER, now=0.0, total_nodes=3), now=1.0), now=2.0)
+                _, steady = _both_ways(job, events)
+                checked += steady
+    assert checked > 20, "the recordings hold progress messages of running jobs"
+
+
+def test_steady_lane_equals_the_table_on_odd_and_late_progress() -> None:
+    wf = {str(i): {} for i in range(1, 5)}
+    running = apply_event(submitted_job(workflow=wf), ev("execution_start"), now=3.0)
+    node = {"value": 2.0, "max": 4.0, "state": "running"}
+    events = [
+        ev("progress", node="1", value=1, max=4),      # becomes the current node
+        ev("progress", node="1", value=True, max=4),   # a bool is not a number
+        ev("progress", node="9", value=3, max=4),      # another node: not the current one
+        ev("progress", node=None, value=3, max=4),     # no node: the current one
+        ev("progress", node="1", value=None, max=4),
+        ev("progress_state", nodes={"1": {**node, "state": "finished"}, "2": node}),
+        ev("progress_state", nodes={"2": node, "3": node}),  # two running: current kept
+        ev("progress_state", nodes="not a mapping"),
+        ev("progress_state", nodes={"2": SimpleNamespace(**node)}),
+        {"type": "progress", "data": {"prompt_id": PID, "node": "2", "value": 4, "max": 4}},
+        ev("progress", PID + "-other", node="2", value=1, max=4),
+        ev("execution_success"),
+        ev("progress", node="2", value=1, max=4),       # finished: kept, counted
+        ev("executing", node=None),
+        ev("progress_state", nodes={"2": node}),        # fetching outputs: no row
+    ]
+    job, steady = _both_ways(running, events)
+    assert steady >= 10
+    assert job.state == jobs.FETCHING_OUTPUTS and job.progress == 1.0
+    # a running job without a start time (made by hand) takes the table, which sets it
+    unstarted = dataclasses.replace(running, started_at=None)
+    done, steady = _both_ways(unstarted, [ev("progress", node="1", value=1, max=4)])
+    assert steady == 0 and done.started_at == 10.0

@@ -69,9 +69,9 @@ def test_a_reload_restores_the_snapshot_and_runs_jobs(harness_page, devservers):
     assert size > 1 << 20, "a snapshot holds the interpreter's memory"
 
     secrets = []
-    for _ in range(2):
+    for extra in ([], ["pyodide-http"]):
         page.load()
-        assert _boot(page, devservers.urls[:1]) == "restored"
+        assert _boot(page, devservers.urls[:1], extraPackages=extra) == "restored"
         secrets.append(page.evaluate(PAGE_SECRETS))
         [res] = page.evaluate(RUN_JOBS, [INVERT, [[10, 200, 30]], "photo.png"])
         assert res["ok"], res
@@ -86,6 +86,8 @@ def test_a_reload_restores_the_snapshot_and_runs_jobs(harness_page, devservers):
         "[new, tomllib.loads('a = 1')['a'], 'def apply_event' in open(jobs.__file__).read()]"
       ).toJs())""") == [True, 1, True]
     assert secrets[0] != secrets[1], "each restored page draws its own random state and key"
+    assert page.evaluate("""window.comfy.getPyodide().then((p) => p.runPython(
+        "import pyodide_http; pyodide_http.__name__"))""") == "pyodide_http"
     assert page.evaluate("window.comfy.bootCacheSaved") is False  # nothing new to save
 
 

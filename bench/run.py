@@ -2,8 +2,10 @@
 (``--help`` lists them; ``--quick`` is a ~1 minute smoke run).
 
 1. Boot: page load -> ``init()`` resolved, cold (new browser context per run) and warm
-   (same context, reload), against bare ``loadPyodide()`` of the same core in the same
-   browser; plus the ``bootTimings`` breakdown.
+   (same context, reload: ours restores its boot cache; also ours with ``bootCache:
+   false``), against bare ``loadPyodide()`` of the same core in the same browser; plus the
+   ``bootTimings`` breakdown, with ``loadPyodide`` split where the main wasm module was
+   instantiated.
 2. Per-job overhead: sequential upload -> invert -> download jobs through ``processImage``
    against a minimal plain-JS reference client in the same page on the same server; then
    batches of concurrent jobs (throughput); requests per job by route from the server's log.

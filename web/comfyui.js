@@ -107,9 +107,9 @@ async function fetchClientWheel(entry) {
   return resp.arrayBuffer();
 }
 
-// The boot cache. Starting CPython and importing the client is most of a boot (`afterWasm`
-// in BENCHMARKS.md: ~1.5 s of a ~1.8 s boot with every file in the HTTP cache), and none of
-// it depends on the page. So once a page has booted normally, a worker
+// The boot cache. Starting CPython and importing the client is most of a boot, even with
+// every file in the HTTP cache (`afterWasm` in BENCHMARKS.md), and none of it depends on
+// the page. So once a page has booted normally, a worker
 // (boot-cache-worker.js) boots a second interpreter off the page's thread, imports the
 // client, takes a memory snapshot of it (Pyodide's `makeMemorySnapshot`) and keeps it in
 // Cache Storage under a key made of the Pyodide version and our wheel's sha256; later

@@ -206,8 +206,9 @@ def _bench_breakdown():
               {"type": "executing", "data": {"prompt_id": pid, "node": "1"}}):
         job = _J.apply_event(job, _ev.decode_text(_json.dumps(m)), now=0.0)
     events = [_ev.decode_text(t) for t in texts]
-    payload = {"event": "progress", **_J.progress_to_dict(job)}
     bt = _BT()
+    send = bt.progress_sender(_bench_noop, job.job_id, job.prompt_id, job.server,
+                              job.total_nodes)
     n = len(texts)
 
     def per(fn):
@@ -227,9 +228,9 @@ def _bench_breakdown():
     return {
         "decode_text": per(lambda: [_ev.decode_text(t) for t in texts]),
         "jobs.apply_event": per(apply_all),
-        "jobs.progress_to_dict": per(lambda: [_J.progress_to_dict(job) for _ in events]),
-        "call_js(callback, payload)": per(lambda: [bt.call_js(_bench_noop, payload)
-                                                   for _ in events]),
+        "progress sender (callback)": per(lambda: [send("progress", job.state, job.progress,
+                                                       job.current_node, job.node_value,
+                                                       job.node_max) for _ in events]),
         "JS callback call": per(lambda: [_bench_noop(None) for _ in events]),
         "env.now()": per(lambda: [bt.now() for _ in events]),
     }

@@ -541,11 +541,12 @@ def report(a, info, boot, jobs, events, scale, server_kind, server_url,
                   f"{per_msg:.0f} µs per message in the replay above):", "",
                   "| step | µs per message |", "|---|---|"]
             L += [f"| `{k}` | {v:.1f} |" for k, v in bd.items()]
-            L += ["", "`call_js` is the client's own callback path (a progress payload is built "
-                  "in JS by comfyui.js from positional values; other payloads cross as one JSON "
-                  "string parsed in JS). Not in the table: the crossing from the socket's JS "
-                  "listener into Python (one call with the message text, ~2-3 µs) and the "
-                  "client's routing between the steps.", ""]
+            L += ["", "The progress sender is the client's own callback path for these "
+                  "messages: the job's fixed values went to a JS closure once, and per message "
+                  "only the five that move cross (`PoolClient._emit_progress`); comfyui.js builds "
+                  "the object. Not in the table: the crossing from the socket's JS listener into "
+                  "Python (one call with the message text, ~2-3 µs) and the client's routing "
+                  "between the steps.", ""]
         elif bd:
             L += [f"Per-message breakdown not available: {bd['error']}", ""]
         so, sj = stats(r["replay_text"]["ours"]), stats(r["replay_text"]["js"])

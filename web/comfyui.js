@@ -244,13 +244,17 @@ const pyHelpers = {
   // The payload of a progress/progress_state callback (one per sampler step) built here
   // from its values, the same object deliver() would give: no JSON on either side for the
   // most frequent callback. Python's None arrives as undefined and becomes null.
-  progress(fn, event, jobId, promptId, server, state, progress, currentNode, value, max,
-           totalNodes) {
-    callSafely(fn, {
-      event, jobId, promptId, server: server ?? null, state, progress,
+  // One job's progress callback: its fixed values now, the moving ones per message, and
+  // the object jobs.progress_to_dict would give (keys in its order; Python's None arrives
+  // as undefined and leaves as null).
+  progressSender(fn, jobId, promptId, server, totalNodes) {
+    promptId = promptId ?? null;
+    totalNodes = totalNodes ?? null;
+    return (event, state, progress, currentNode, value, max) => callSafely(fn, {
+      event, jobId, promptId, server, state, progress,
       currentNode: currentNode ?? null,
-      nodeProgress: value === undefined ? null : { value, max },
-      totalNodes: totalNodes ?? null,
+      nodeProgress: value == null || max == null ? null : { value, max },
+      totalNodes,
     });
   },
   // A WebSocket's listeners: the message's text or ArrayBuffer reaches Python as the

@@ -121,8 +121,8 @@ class _PageHelpers:
     ``listen(ws, onOpen, onText, onBinary, onClose)`` (WebSocket listeners passing the
     message data itself), ``request(url, initJson, body, controller, expect, timeoutMs)``
     (one HTTP exchange started from a plain JS stack, with its deadline), ``log(text)``
-    (console output) and ``progress(fn, ...values)`` (a progress callback's payload
-    built in JS).
+    (console output) and ``progressSender(fn, jobId, promptId, server, totalNodes)``
+    (a function building a progress callback's payload in JS from the values that move).
     Without them (Pyodide driven directly, without comfyui.js) this module does the same
     through plain FFI calls, only slower."""
 
@@ -131,14 +131,10 @@ class _PageHelpers:
     listen: Any = None
     request: Any = None
     log: Any = None
-    progress: Any = None
+    progressSender: Any = None  # the JS name
 
 
 _JS = _PageHelpers()
-
-# the keys of a progress callback's payload (``{"event", **jobs.progress_to_dict(job)}``)
-_PROGRESS_KEYS = frozenset(("event", "jobId", "promptId", "server", "state", "progress",
-                            "currentNode", "nodeProgress", "totalNodes"))
 
 # > 0 while a page callback runs (called from Python): a bridge call it makes must not
 # run its Python at once, inside the Python code that called the callback
@@ -483,24 +479,37 @@ class BrowserTransport:
         into the wasm heap (the Blob constructor copies inside JS only)."""
         return js.Blob.new(to_js([view]), to_plain_js({"type": content_type}))
 
+    def progress_sender(self, fn: Any, job_id: str, prompt_id: str | None, server: str,
+                        total_nodes: int | None) -> Any:
+        """``send(event, state, progress, current_node, node_value, node_max)`` for one
+        job's progress callback (see ``PoolClient._emit_progress``), or None without
+        comfyui.js's helpers. The job's fixed values cross once, into a JS closure that
+        builds ``jobs.progress_to_dict``'s object plus ``event`` from the moving ones: per
+        message ~1 µs in the page, where the dict through ``call_js`` cost ~4 µs."""
+        if _JS.progressSender is None or fn is None or fn is jsnull:
+            return None
+        send_js = _JS.progressSender(fn, job_id, prompt_id, server, total_nodes)
+
+        def send(event: str, state: str, progress: float, current_node: str | None,
+                 node_value: float | None, node_max: float | None) -> None:
+            global _in_page_code
+            _in_page_code += 1  # a bridge call the callback makes runs after it
+            try:
+                send_js(event, state, progress, current_node, node_value, node_max)
+            finally:
+                _in_page_code -= 1
+
+        return send
+
     def call_js(self, fn: Any, payload: Any) -> None:
         """Invoke a page callback with plain JS data; a throwing callback never breaks a job.
-        With comfyui.js's helpers the object is made in JS: a progress payload from its
-        positional values (~3 µs, where JSON out and in cost ~10 µs per message), any other
-        from one JSON string parsed there, so it never comes back into Python as a proxy."""
+        With comfyui.js's helpers the object is made in JS from one JSON string (JS handles
+        beside it), so it never comes back into Python as a proxy."""
         global _in_page_code
         if fn is None or fn is jsnull:
             return
         _in_page_code += 1
         try:
-            if (_JS.progress is not None and type(payload) is dict
-                    and payload.keys() == _PROGRESS_KEYS):
-                node = payload["nodeProgress"]
-                _JS.progress(fn, payload["event"], payload["jobId"], payload["promptId"],
-                             payload["server"], payload["state"], payload["progress"],
-                             payload["currentNode"], None if node is None else node["value"],
-                             None if node is None else node["max"], payload["totalNodes"])
-                return
             encoded = _encode(payload) if _JS.deliver is not None else None
             if encoded is None:
                 fn(_plain_for_callback(payload))
@@ -585,7 +594,7 @@ def create_bridge(helpers: Any = None) -> Bridge:
     ``_PageHelpers``); without it everything goes through plain FFI calls."""
     _fresh_page()
     if helpers is not None and helpers is not jsnull:
-        for name in ("revive", "deliver", "listen", "request", "log", "progress"):
+        for name in ("revive", "deliver", "listen", "request", "log", "progressSender"):
             fn = getattr(helpers, name, None)
             if fn is not None and fn is not jsnull:
                 setattr(_JS, name, fn)

@@ -592,7 +592,8 @@ def _progress(job: Job) -> float:
     total = job.total_nodes
     if not total:
         return job.progress
-    done = set(job.cached_nodes) | set(job.executed_nodes)
+    done = set(job.cached_nodes)
+    done.update(job.executed_nodes)
     frac = 0.0
     if (job.current_node is not None and job.current_node not in done
             and job.node_value is not None and job.node_max):
@@ -919,7 +920,8 @@ FREQUENT_EVENTS = frozenset({"progress", "progress_state"})
 def progress_to_dict(job: Job) -> dict[str, Any]:
     """The short view for ``progress``/``progress_state`` callbacks: what a progress bar
     needs. Building and converting the full ``job_to_dict`` (outputs, node lists...) for
-    every one of those messages was most of the client's per-message cost in the page."""
+    every one of those messages was most of the client's per-message cost in the page.
+    The page builds the same object in JS (``PoolClient._emit_progress``; tested equal)."""
     node_progress = None
     if job.node_value is not None and job.node_max is not None:
         node_progress = {"value": job.node_value, "max": job.node_max}

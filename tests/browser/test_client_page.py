@@ -441,31 +441,47 @@ def test_a_request_past_its_deadline_is_aborted_with_a_clear_error(booted_page, 
 
 
 def test_progress_callbacks_built_in_js_equal_the_json_ones(booted_page):
-    """The most frequent callback payload is built by comfyui.js from positional values;
-    it must be the very object the general JSON path gives, nulls and key order included."""
+    """The most frequent callback payload is built by comfyui.js from the values that move
+    (the client's progress sender); it must be the very object the general JSON path gives
+    for the same job, nulls and key order included, also when a fixed value changes."""
     out = booted_page.evaluate("""async () => {
       const py = await window.comfy.getPyodide();
       const got = [];
       const run = py.runPython(`
-from comfyui_client import _browser as b
+import dataclasses
+from comfyui_client import _browser as b, jobs as J
+from comfyui_client.client import ClientOptions, JobRecord, PoolClient
 def run(fn):
-    t = b.BrowserTransport()
-    full = {"event": "progress", "jobId": "j", "promptId": "p", "server": "http://a:1",
-            "state": "running", "progress": 0.25, "currentNode": "3",
-            "nodeProgress": {"value": 2, "max": 8}, "totalNodes": 4}
-    empty = dict(full, event="progress_state", currentNode=None, nodeProgress=None,
-                 totalNodes=None, progress=0.0)
-    for payload in (full, empty):
-        t.call_js(fn, payload)                 # the JS-built path
-        fn(b._plain_for_callback(payload))     # the JSON path
+    client = PoolClient(b.BrowserTransport(), ["http://a:1"], ClientOptions(persist=False))
+    empty = J.new_job("j", "http://a:1", now=0.0)
+    full = dataclasses.replace(empty, state="running", progress=0.25, current_node="3",
+                               node_value=2.0, node_max=8.0, total_nodes=4)
+    half = dataclasses.replace(full, node_max=None)
+    renamed = J.rename(full, "p2")
+    rec = JobRecord(job=empty, on_progress=fn)
+    senders = []
+    for job, kind in ((full, "progress"), (empty, "progress_state"), (half, "progress"),
+                      (renamed, "progress_state")):
+        rec.job = job
+        client._emit_progress(rec, kind)                               # the JS-built path
+        fn(b._plain_for_callback({"event": kind, **J.progress_to_dict(job)}))  # JSON path
+        senders.append(rec.sender)
+    return len({id(s) for s in senders})
 run`);
-      run((p) => got.push(JSON.stringify(p)));
+      const senders = run((p) => got.push(JSON.stringify(p)));
       run.destroy();
-      return got;
+      return { got, senders };
     }""")
-    assert len(out) == 4
-    assert out[0] == out[1] and out[2] == out[3], out
-    assert '"nodeProgress":null' in out[2] and '"totalNodes":null' in out[2]
+    got = out["got"]
+    assert len(got) == 8
+    assert [got[i] for i in range(0, 8, 2)] == [got[i] for i in range(1, 8, 2)], got
+    assert '"nodeProgress":{"value":2,"max":8}' in got[0]
+    assert '"nodeProgress":null' in got[2] and '"totalNodes":null' in got[2]
+    assert '"nodeProgress":null' in got[4], "no max: no node progress"
+    assert '"promptId":"p2"' in got[6]
+    # made again when a fixed value changed: total_nodes (empty -> full), then back, then
+    # the prompt id
+    assert out["senders"] == 4
 
 
 def test_calls_made_from_inside_a_progress_callback_run_after_it(booted_page, devservers):

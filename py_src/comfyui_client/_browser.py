@@ -426,13 +426,11 @@ class BrowserTransport:
         """A JS view of the frame from ``offset`` on: no copy into Python."""
         return js.Uint8Array.new(buf, offset)
 
-    def now(self) -> float:
-        # Emscripten's CLOCK_MONOTONIC is performance.now(); time.monotonic() reads it
-        # without a JS call through the FFI (0.4 µs vs 2.6 µs, and it runs per WS message)
-        return time.monotonic()
-
-    def wall_time(self) -> float:
-        return time.time()
+    # Emscripten's CLOCK_MONOTONIC is performance.now(); time.monotonic() reads it without
+    # a JS call through the FFI (0.4 µs vs 2.6 µs). Both clocks are read per WS message:
+    # the C functions themselves, no Python method around them.
+    now = staticmethod(time.monotonic)
+    wall_time = staticmethod(time.time)
 
     def sleep(self, seconds: float) -> Any:
         return asyncio.sleep(seconds)

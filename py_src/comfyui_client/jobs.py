@@ -668,7 +668,8 @@ def apply_event(job: Job, event: Any, *, now: float | None = None) -> Job:
     dict). Not this job's (other or no prompt id): returned unchanged. An unknown type or a
     ``(state, event)`` with no row: state kept, recorded in ``ignored``. Replays are
     idempotent apart from ``events_seen``/``updated_at``."""
-    if _is_mapping(event):
+    mapping = _MAPPING_TYPES.get(type(event))  # known types without a call: per message
+    if mapping or (mapping is None and _is_mapping(event)):
         event = _Wire(event)
     pid = getattr(event, "prompt_id", None)
     if pid is None or pid != job.prompt_id:

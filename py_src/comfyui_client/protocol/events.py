@@ -535,29 +535,34 @@ def decode_text(
     a non-object, a missing ``type``, or a known type with a mistyped field (named)."""
     if type(text) is not str or len(text) * 4 > max_bytes:
         text = _checked_text(text, max_bytes, server)  # the usual frame needs none of it
+    whole = False
     if type(text) is str:
         # the C scanner straight away (json.loads adds ~1 µs of Python per call); anything
-        # it does not take whole (errors, surrounding whitespace) goes to json.loads below
+        # it does not take whole (errors, surrounding whitespace) goes to json.loads below,
+        # and what it took whole is not parsed twice
         try:
             msg, end = _scan_once(text, 0)
+            whole = end == len(text)
         except (StopIteration, ValueError):
-            end = -1
-        if end == len(text) and type(msg) is dict:
+            pass
+        if whole and type(msg) is dict:
             type_name = msg.get("type")
             data = msg.get("data")
             fast = _FAST.get(type_name) if type(data) is dict else None
             event = fast(data) if fast is not None else None
             if event is not None:
                 return event
-    try:
-        msg = _json.loads(text)
-    except ValueError as exc:
-        why = getattr(exc, "msg", type(exc).__name__)
-        pos = getattr(exc, "pos", None)
-        raise ProtocolError(
-            f"text frame is not valid JSON ({why}{f' at char {pos}' if pos is not None else ''})",
-            server=server, details={"excerpt": text[:80]},
-        ) from None
+    if not whole:
+        try:
+            msg = _json.loads(text)
+        except ValueError as exc:
+            why = getattr(exc, "msg", type(exc).__name__)
+            pos = getattr(exc, "pos", None)
+            raise ProtocolError(
+                f"text frame is not valid JSON ({why}"
+                f"{f' at char {pos}' if pos is not None else ''})",
+                server=server, details={"excerpt": text[:80]},
+            ) from None
     if not isinstance(msg, dict):
         raise ProtocolError(f"text frame is JSON {kind_of(msg)}, not an object", server=server)
     type_name = msg.get("type")

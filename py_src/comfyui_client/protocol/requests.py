@@ -108,13 +108,14 @@ class HttpRequest:
 
 
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
+_UNRESERVED_TEXT = frozenset(map(chr, _UNRESERVED))
 
 
 def percent_encode(value: str) -> str:
     """What ``urllib.parse.quote(value, safe="")`` gives: UTF-8, every byte but RFC 3986's
     unreserved characters as ``%XX`` (so ``/``, ``&``, ``+`` and spaces never change
     meaning). Written out because importing ``urllib.parse`` costs ~60 ms in the page."""
-    if value.isascii() and all(ord(ch) in _UNRESERVED for ch in value):
+    if _UNRESERVED_TEXT.issuperset(value):  # ids and plain names, several per job
         return value
     return "".join(chr(b) if b in _UNRESERVED else f"%{b:02X}" for b in value.encode("utf-8"))
 
@@ -140,7 +141,7 @@ def _check_subfolder(subfolder: Any) -> str:
     parts = subfolder.replace("\\", "/").split("/")
     if any(p in ("..", ".") for p in parts):
         raise InvalidInputError(f"subfolder {subfolder!r} must not contain '.' or '..' parts")
-    if any(ord(ch) < 32 for ch in subfolder):
+    if not subfolder.isprintable() and any(ord(ch) < 32 for ch in subfolder):
         raise InvalidInputError(f"subfolder {subfolder!r} contains control characters")
     return subfolder
 

@@ -263,7 +263,9 @@ def validate_filename(filename: Any, what: str = "filename") -> str:
         )
     if filename in (".", ".."):
         raise InvalidInputError(f"{what} {filename!r} is not a file name")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in filename):
+    # isprintable() (C) clears the usual name at once; it also refuses some harmless
+    # characters (a no-break space...), so only then is each character looked at
+    if not filename.isprintable() and any(ord(ch) < 32 or ord(ch) == 127 for ch in filename):
         raise InvalidInputError(f"{what} {filename!r} contains control characters")
     if len(filename.encode("utf-8", "surrogatepass")) > _MAX_NAME_BYTES:
         raise InvalidInputError(f"{what} is longer than {_MAX_NAME_BYTES} bytes")

@@ -223,6 +223,15 @@ def test_the_fast_lane_gives_what_the_checked_decoders_give(msg: dict[str, Any])
     assert decode_text(f"  {text}\n") == _checked(text)
 
 
+@pytest.mark.parametrize("msg", [m for _, m in ALL_MESSAGES])
+def test_a_frame_is_parsed_once_and_decodes_as_through_json_loads(msg: dict[str, Any]) -> None:
+    """A frame the C scanner took whole is decoded from that parse (not parsed again); one
+    with whitespace around goes through json.loads: every recorded message decodes the same
+    both ways."""
+    text = json.dumps(msg)
+    assert decode_text(text) == decode_text(f" {text}\n")
+
+
 @pytest.mark.parametrize(
     "data",
     [

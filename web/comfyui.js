@@ -134,6 +134,28 @@ function openBootCache() {
   return caches.open(BOOT_CACHE).catch(() => null);
 }
 
+// Which snapshot this browser saved: a localStorage note written once the worker saved
+// it, read before Cache Storage is touched. Why: opening Cache Storage in a profile that
+// never used it started its backend beside Pyodide's start-up and cost ~150 ms of a cold
+// boot (`python3 build.py bench`), to find nothing. undefined: no localStorage (a
+// sandboxed frame...), so no boot cache either, or every boot would start the worker.
+function savedNote() {
+  try {
+    return localStorage.getItem(BOOT_CACHE);
+  } catch {
+    return undefined;
+  }
+}
+
+function setSavedNote(key) {
+  try {
+    if (key) localStorage.setItem(BOOT_CACHE, key);
+    else localStorage.removeItem(BOOT_CACHE);
+  } catch {
+    // no note: the next boot is a normal one
+  }
+}
+
 async function findSnapshot(cache, key) {
   try {
     return (cache && (await cache.match(key))) || null;
@@ -143,6 +165,7 @@ async function findSnapshot(cache, key) {
 }
 
 async function forgetSnapshot(key) {
+  setSavedNote(null);
   try {
     await (await caches.open(BOOT_CACHE)).delete(key);
   } catch {
@@ -167,7 +190,8 @@ function saveSnapshotInWorker(key, entry) {
       clearTimeout(timer);
       timer = null;
       worker.terminate();
-      if (!ok) console.info(`comfyui.js: boot cache not saved (${why})`);
+      if (ok) setSavedNote(key);
+      else console.info(`comfyui.js: boot cache not saved (${why})`);
       bootTimings.bootCache = ok ? "saved" : "failed";
       resolve(ok);
     };
@@ -276,14 +300,14 @@ const pyHelpers = {
 async function boot(options) {
   const t0 = performance.now();
   bootTimings.startedAt = t0; // ms since navigation start
-  const useCache = options.bootCache !== false && typeof caches !== "undefined" &&
-    typeof Worker !== "undefined";
+  const note = options.bootCache !== false && typeof caches !== "undefined" &&
+    typeof Worker !== "undefined" ? savedNote() : undefined;
+  const useCache = note !== undefined;
   let pyodide;
   try {
     const entry = fetchLockEntry();
     const wheel = entry.then(fetchClientWheel);
     for (const p of [entry, wheel]) p.catch(() => {}); // reported below, after loadPyodide
-    const cache = useCache ? openBootCache() : null; // 5-30 ms in a new profile: meanwhile
     const loader = await import(new URL("pyodide.mjs", PYODIDE_DIR).href);
     bootTimings.importLoader = performance.now() - t0;
     const config = {
@@ -292,7 +316,7 @@ async function boot(options) {
       fullStdLib: false,
     };
     const key = useCache ? snapshotKey(loader.version, (await entry).sha256) : null;
-    const saved = key ? await findSnapshot(await cache, key) : null;
+    const saved = key && note === key ? await findSnapshot(await openBootCache(), key) : null;
     bootTimings.bootCache = "off";
     if (saved) {
       try {

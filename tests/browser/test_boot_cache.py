@@ -67,6 +67,7 @@ def test_a_reload_restores_the_snapshot_and_runs_jobs(harness_page, devservers):
     version = page.evaluate("window.comfy.getPyodide().then((p) => p.version)")
     assert f"/boot-snapshot/{version}/" in key
     assert size > 1 << 20, "a snapshot holds the interpreter's memory"
+    assert page.evaluate("localStorage.getItem('comfyui.js-boot')") == key
 
     secrets = []
     for extra in ([], ["pyodide-http"]):
@@ -91,7 +92,8 @@ def test_a_reload_restores_the_snapshot_and_runs_jobs(harness_page, devservers):
     assert page.evaluate("window.comfy.bootCacheSaved") is False  # nothing new to save
 
 
-def test_a_broken_entry_falls_back_to_a_normal_boot_and_is_replaced(harness_page, devservers):
+def test_a_broken_or_unnoted_entry_means_a_normal_boot_that_saves_it_again(
+        harness_page, devservers):
     page = harness_page
     assert _boot(page, devservers.urls[:1]) == "saving"
     assert page.evaluate("window.comfy.bootCacheSaved") is True
@@ -113,6 +115,13 @@ def test_a_broken_entry_falls_back_to_a_normal_boot_and_is_replaced(harness_page
     page.load()
     assert _boot(page, devservers.urls[:1]) == "restored"
 
+    # without the note a boot does not look in Cache Storage: a normal one, noted again
+    page.evaluate("localStorage.removeItem('comfyui.js-boot')")
+    page.load()
+    assert _boot(page, devservers.urls[:1]) == "saving"
+    assert page.evaluate("window.comfy.bootCacheSaved") is True
+    assert page.evaluate("localStorage.getItem('comfyui.js-boot')") == key
+
 
 def test_boot_options_bootcache_false_and_extra_packages(harness_page, devservers):
     page = harness_page
@@ -127,5 +136,6 @@ def test_boot_options_bootcache_false_and_extra_packages(harness_page, devserver
     assert page.evaluate("""window.comfy.getPyodide().then((p) => p.runPython(
         "import pyodide_http; pyodide_http.__name__"))""") == "pyodide_http"
     assert page.evaluate(CACHE_ENTRIES) == {}
+    assert page.evaluate("localStorage.getItem('comfyui.js-boot')") is None
     # the option belongs to the boot: a later init() accepts it and changes nothing
     assert _boot(page, devservers.urls[:1], bootCache=True) == "off"

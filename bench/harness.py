@@ -231,8 +231,8 @@ def _bench_timed(owner, name, bucket):
 
 _bench_timed(_aio.Handle, "_run", "callbacks")
 _bench_timed(_bb.Bridge, "start", "callbacks")
-_bench_timed(_bc.ServerChannel, "_on_text", "ws")
-_bench_timed(_bc.ServerChannel, "_on_binary", "ws")
+_bench_timed(_bc.PoolClient, "_on_ws_text", "ws")
+_bench_timed(_bc.PoolClient, "_on_ws_binary", "ws")
 """
 
 # Added to every boot page's context: when Pyodide's main wasm module was instantiated

@@ -265,12 +265,10 @@ const pyHelpers = {
   log(text) {
     queueMicrotask(() => console.log(text));
   },
-  // The payload of a progress/progress_state callback (one per sampler step) built here
-  // from its values, the same object deliver() would give: no JSON on either side for the
-  // most frequent callback. Python's None arrives as undefined and becomes null.
-  // One job's progress callback: its fixed values now, the moving ones per message, and
-  // the object jobs.progress_to_dict would give (keys in its order; Python's None arrives
-  // as undefined and leaves as null).
+  // One job's progress/progress_state callback (one per sampler step): its fixed values
+  // now, the five that move per message, and the object deliver() would give for
+  // jobs.progress_to_dict (keys in its order; Python's None arrives as undefined and
+  // leaves as null): no JSON on either side, and no dict built in Python.
   progressSender(fn, jobId, promptId, server, totalNodes) {
     promptId = promptId ?? null;
     totalNodes = totalNodes ?? null;

@@ -292,7 +292,7 @@ function wire() {
   langSel.value = getLang();
   langSel.addEventListener("change", () => setLang(langSel.value));
   document.addEventListener("langchange", () => {
-    if (state.bootSeconds != null) text($("#boot"), t("ready", { s: state.bootSeconds }));
+    if (state.bootSeconds != null) showReady();
     if (state.file) text($("#drop-help"), t("selected", { name: state.file.name }));
     fillImageNodes();
     refreshServers();
@@ -318,6 +318,12 @@ function wire() {
   $("#selftest").addEventListener("click", selfTest);
 }
 
+// "Python ready in 0.4 s", saying when the boot cache made it that fast
+function showReady() {
+  const restored = comfy.bootTimings.bootCache === "restored";
+  text($("#boot"), t(restored ? "ready_cached" : "ready", { s: state.bootSeconds }));
+}
+
 async function main() {
   setLang(getLang());
   wire();
@@ -328,7 +334,7 @@ async function main() {
     if (state.servers.length) await reinit();
     else await comfy.getPyodide();
     state.bootSeconds = ((performance.now() - t0) / 1000).toFixed(1);
-    text($("#boot"), t("ready", { s: state.bootSeconds }));
+    showReady();
     document.body.dataset.ready = "true";
     refreshLock();
   } catch (err) {

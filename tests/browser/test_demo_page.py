@@ -219,6 +219,19 @@ def test_switch_to_chinese_persists_after_reload(demo):
     assert page.evaluate("document.documentElement.lang") == "en"
 
 
+def test_a_reload_starts_from_the_boot_cache_and_says_so(demo):
+    page = demo
+    first = page.text_content("#boot")
+    assert first.startswith("Python ready in") and "boot cache" not in first
+    assert page.evaluate("import('./web/comfyui.js').then((m) => m.bootCacheSaved)") is True
+    page.reload()
+    page.wait_for_function("document.body.dataset.ready === 'true'", timeout=TIMEOUT_MS)
+    assert "restored from this browser's boot cache" in page.text_content("#boot")
+    page.select_option("#lang", "zh")
+    assert "启动缓存" in page.text_content("#boot")
+    page.select_option("#lang", "en")
+
+
 def test_drop_zone_opens_file_picker_from_keyboard(demo, tmp_path):
     """Enter and Space on the focused drop zone activate the file input (what opens the
     picker), other keys do not, and a picked file is the one the page will run.

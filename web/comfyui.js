@@ -227,6 +227,19 @@ function callSafely(fn, value) {
 
 // The per-message hot path stays on this side of the FFI where JS does it for free: every
 // crossing between Python and JS costs microseconds (see BENCHMARKS.md, event throughput).
+const pendingStore = new Map();
+
+function flushStore() {
+  for (const [key, value] of pendingStore) {
+    try {
+      sessionStorage.setItem(key, value);
+    } catch {
+      // quota or disabled storage: persistence is best effort
+    }
+  }
+  pendingStore.clear();
+}
+
 const pyHelpers = {
   revive,
   // Call a page callback with the JSON text Python built: the parsed object goes straight
@@ -264,6 +277,12 @@ const pyHelpers = {
   // Python's frames costs ~0.3 ms for the same reason).
   log(text) {
     queueMicrotask(() => console.log(text));
+  },
+  // The client's sessionStorage writes (its job map, twice per job), made once Python's
+  // call returned: under Python's frames one cost ~0.25 ms. The last value per key wins.
+  store(key, value) {
+    if (!pendingStore.size) queueMicrotask(flushStore);
+    pendingStore.set(key, value);
   },
   // One job's progress/progress_state callback (one per sampler step): its fixed values
   // now, the five that move per message, and the object deliver() would give for

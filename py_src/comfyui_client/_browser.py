@@ -121,7 +121,8 @@ class _PageHelpers:
     ``listen(ws, onOpen, onText, onBinary, onClose)`` (WebSocket listeners passing the
     message data itself), ``request(url, initJson, body, controller, expect, timeoutMs)``
     (one HTTP exchange started from a plain JS stack, with its deadline), ``log(text)``
-    (console output) and ``progressSender(fn, jobId, promptId, server, totalNodes)``
+    (console output), ``store(key, value)`` (a sessionStorage write once Python's call
+    returned) and ``progressSender(fn, jobId, promptId, server, totalNodes)``
     (a function building a progress callback's payload in JS from the values that move).
     Without them (Pyodide driven directly, without comfyui.js) this module does the same
     through plain FFI calls, only slower."""
@@ -131,6 +132,7 @@ class _PageHelpers:
     listen: Any = None
     request: Any = None
     log: Any = None
+    store: Any = None
     progressSender: Any = None  # the JS name
 
 
@@ -311,6 +313,9 @@ class BrowserTransport:
 
     live_sockets = 0
 
+    def __init__(self) -> None:
+        self._stored: dict[str, str] = {}  # what storage_set wrote, read back first
+
     def resource_counts(self) -> dict[str, int]:
         """Proxies and WebSocket listeners this page's client holds (``ProxyLedger``)."""
         return LEDGER.counts()
@@ -439,6 +444,8 @@ class BrowserTransport:
         return random.random()
 
     def storage_get(self, key: str) -> str | None:
+        if key in self._stored:  # written by this page, maybe not in sessionStorage yet
+            return self._stored[key]
         try:
             value = js.sessionStorage.getItem(key)
         except Exception:  # storage disabled (privacy mode, sandboxed iframe)
@@ -446,7 +453,14 @@ class BrowserTransport:
         return None if value is None or value is jsnull else str(value)
 
     def storage_set(self, key: str, value: str) -> None:
-        # quota or disabled storage: persistence is best effort, never fatal
+        """Best effort (quota, disabled storage: never fatal). With comfyui.js the write is
+        made by ``store`` once Python's call returned, the last value per key: a
+        sessionStorage call made under Python's frames cost ~0.25 ms, and the client
+        saves its job map twice per job."""
+        self._stored[key] = value
+        if _JS.store is not None:
+            _JS.store(key, value)
+            return
         with contextlib.suppress(Exception):
             js.sessionStorage.setItem(key, value)
 
@@ -592,7 +606,8 @@ def create_bridge(helpers: Any = None) -> Bridge:
     ``_PageHelpers``); without it everything goes through plain FFI calls."""
     _fresh_page()
     if helpers is not None and helpers is not jsnull:
-        for name in ("revive", "deliver", "listen", "request", "log", "progressSender"):
+        for name in ("revive", "deliver", "listen", "request", "log", "store",
+                     "progressSender"):
             fn = getattr(helpers, name, None)
             if fn is not None and fn is not jsnull:
                 setattr(_JS, name, fn)

@@ -95,16 +95,33 @@ async function fetchLockEntry() {
   return entry;
 }
 
-// The Subresource Integrity string of a lockfile's hex sha256
-function integrityOf(sha256) {
-  return "sha256-" + btoa(String.fromCharCode(...sha256.match(/../g).map((h) => parseInt(h, 16))));
-}
-
 async function fetchClientWheel(entry) {
+  const bytes = entry.sha256.match(/../g).map((h) => parseInt(h, 16));
+  const integrity = "sha256-" + btoa(String.fromCharCode(...bytes));
   const url = new URL(entry.file_name, PYODIDE_DIR);
-  const resp = await fetch(url, { integrity: integrityOf(entry.sha256) });
+  const resp = await fetch(url, { integrity });
   if (!resp.ok) throw new Error(`${url.href} answered HTTP ${resp.status}`);
   return resp.arrayBuffer();
+}
+
+function importLoader() {
+  return import(new URL("pyodide.mjs", PYODIDE_DIR).href);
+}
+
+function pyodideOptions() {
+  return {
+    indexURL: PYODIDE_DIR.href,
+    lockFileURL: new URL("pyodide-lock.json", PYODIDE_DIR).href,
+    fullStdLib: false,
+  };
+}
+
+// Our wheel's files into site-packages. After a boot-cache restore too: the snapshot holds
+// the imported modules, not the file system (modules imported later, tracebacks' lines).
+function installClient(pyodide, wheelBytes) {
+  const site = pyodide.runPython(
+    "import sys; next(p for p in sys.path if p.endswith('site-packages'))");
+  pyodide.unpackArchive(wheelBytes, "wheel", { extractDir: site });
 }
 
 // The boot cache. Starting CPython and importing the client is most of a boot, even with
@@ -173,8 +190,15 @@ async function forgetSnapshot(key) {
   }
 }
 
+// The steps a page boot and boot-cache-worker.js share, so that the worker snapshots the
+// interpreter a page boot makes (same options, same install). Internal: for the worker.
+export const _bootSteps = {
+  BOOT_CACHE, fetchLockEntry, fetchClientWheel, importLoader, pyodideOptions, installClient,
+  snapshotKey,
+};
+
 // Starts the worker that saves the snapshot; resolves true once it is in Cache Storage.
-function saveSnapshotInWorker(key, entry) {
+function saveSnapshotInWorker() {
   return new Promise((resolve) => {
     let worker;
     try {
@@ -185,7 +209,7 @@ function saveSnapshotInWorker(key, entry) {
       return;
     }
     let timer = null;
-    const done = (ok, why) => {
+    const done = (ok, why, key) => {
       if (timer === null) return; // answered already
       clearTimeout(timer);
       timer = null;
@@ -195,17 +219,12 @@ function saveSnapshotInWorker(key, entry) {
       bootTimings.bootCache = ok ? "saved" : "failed";
       resolve(ok);
     };
-    worker.onmessage = (e) => done(!!(e.data && e.data.ok), e.data && e.data.error);
+    worker.onmessage = (e) => done(!!(e.data && e.data.ok), e.data && e.data.error,
+                                   e.data && e.data.key);
     worker.onerror = (e) => done(false, e.message || "the worker failed to start");
     // a boot takes a few seconds; one that never ends must not leave bootCacheSaved pending
     timer = setTimeout(() => done(false, "no answer from the worker within 120 s"), 120_000);
-    worker.postMessage({
-      cacheName: BOOT_CACHE,
-      key,
-      pyodideDir: PYODIDE_DIR.href,
-      wheelUrl: new URL(entry.file_name, PYODIDE_DIR).href,
-      integrity: integrityOf(entry.sha256),
-    });
+    worker.postMessage("save");
   });
 }
 
@@ -225,8 +244,7 @@ function callSafely(fn, value) {
   }
 }
 
-// The per-message hot path stays on this side of the FFI where JS does it for free: every
-// crossing between Python and JS costs microseconds (see BENCHMARKS.md, event throughput).
+// sessionStorage writes waiting for Python's call to return (pyHelpers.store)
 const pendingStore = new Map();
 
 function flushStore() {
@@ -240,6 +258,8 @@ function flushStore() {
   pendingStore.clear();
 }
 
+// The per-message hot path stays on this side of the FFI where JS does it for free: every
+// crossing between Python and JS costs microseconds (see BENCHMARKS.md, event throughput).
 const pyHelpers = {
   revive,
   // Call a page callback with the JSON text Python built: the parsed object goes straight
@@ -325,13 +345,9 @@ async function boot(options) {
     const entry = fetchLockEntry();
     const wheel = entry.then(fetchClientWheel);
     for (const p of [entry, wheel]) p.catch(() => {}); // reported below, after loadPyodide
-    const loader = await import(new URL("pyodide.mjs", PYODIDE_DIR).href);
+    const loader = await importLoader();
     bootTimings.importLoader = performance.now() - t0;
-    const config = {
-      indexURL: PYODIDE_DIR.href,
-      lockFileURL: new URL("pyodide-lock.json", PYODIDE_DIR).href,
-      fullStdLib: false,
-    };
+    const config = pyodideOptions();
     const key = useCache ? snapshotKey(loader.version, (await entry).sha256) : null;
     const saved = key && note === key ? await findSnapshot(await openBootCache(), key) : null;
     bootTimings.bootCache = "off";
@@ -348,11 +364,7 @@ async function boot(options) {
     if (!pyodide) pyodide = await loader.loadPyodide(config);
     bootTimings.loadPyodide = performance.now() - t0 - bootTimings.importLoader;
     const t1 = performance.now();
-    // the wheel's files are unpacked after a restore too: the snapshot holds the imported
-    // modules, not the file system (modules imported later, tracebacks' source lines)
-    const site = pyodide.runPython(
-      "import sys; next(p for p in sys.path if p.endswith('site-packages'))");
-    pyodide.unpackArchive(await wheel, "wheel", { extractDir: site });
+    installClient(pyodide, await wheel);
     // Nothing else is loaded unless asked (micropip, pyodide-http ship in dist/ but stay out).
     if (options.extraPackages && options.extraPackages.length) {
       await pyodide.loadPackage(options.extraPackages);
@@ -365,7 +377,7 @@ async function boot(options) {
     bootTimings.importClient = performance.now() - t2;
     if (useCache && bootTimings.bootCache !== "restored") {
       bootTimings.bootCache = "saving";
-      bootCacheSaved = saveSnapshotInWorker(key, await entry);
+      bootCacheSaved = saveSnapshotInWorker();
     }
   } catch (err) {
     const why = await describeBootFailure(err).catch(() => null);

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 from test_client_page import INVERT, RUN_JOBS, _pixel
+from test_demo_page import _slow
 
 from conftest import HARNESS, ROOT
 
@@ -139,3 +140,34 @@ def test_boot_options_bootcache_false_and_extra_packages(harness_page, devserver
     assert page.evaluate("localStorage.getItem('comfyui.js-boot')") is None
     # the option belongs to the boot: a later init() accepts it and changes nothing
     assert _boot(page, devservers.urls[:1], bootCache=True) == "off"
+
+
+@pytest.fixture
+def slow_server(devservers):
+    yield from _slow(devservers, 0.8)
+
+
+def test_the_save_waits_until_no_job_is_running(harness_page, slow_server):
+    """The worker costs ~2 s of CPU: it must not start while the page's first job runs."""
+    page = harness_page
+    workers = []
+    page.on("worker", lambda w: workers.append(w.url))
+    assert _boot(page, slow_server.urls[:1]) == "saving"
+    page.evaluate(f"""(args) => {{
+      window.jobEnded = false;
+      const t0 = performance.now();
+      window.jobRun = ({RUN_JOBS})(args).then((r) => {{
+        window.jobEnded = true;
+        return {{ r, ms: performance.now() - t0 }};
+      }});
+    }}""", [INVERT, [[0, 0, 255]], "photo.png"])
+    polls = 0
+    while not page.evaluate("window.jobEnded"):
+        assert workers == [], "the save started while a job was running"
+        polls += 1
+        page.wait_for_timeout(100)
+    done = page.evaluate("window.jobRun")
+    assert done["r"][0]["ok"], done
+    assert done["ms"] > 1500 and polls > 10, "the job outlasted the quiet wait"
+    assert page.evaluate("window.comfy.bootCacheSaved") is True
+    assert [u.rsplit("/", 1)[-1] for u in workers] == ["boot-cache-worker.js"]

@@ -461,12 +461,22 @@ class StaticHandler(http.server.SimpleHTTPRequestHandler):
         super().end_headers()
 
 
+class _QuietHTTPServer(http.server.ThreadingHTTPServer):
+    """A browser that closes a tab mid-download resets the connection: that is normal, not
+    a server error worth a traceback on the console."""
+
+    def handle_error(self, request, client_address) -> None:
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
+
+
 class StaticServer:
     """A threaded static file server on 127.0.0.1 (port 0 picks a free port)."""
 
     def __init__(self, root: Path, port: int = 0, host: str = "127.0.0.1") -> None:
         handler = functools.partial(StaticHandler, directory=str(root))
-        self.httpd = http.server.ThreadingHTTPServer((host, port), handler)
+        self.httpd = _QuietHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.url = f"http://{host}:{self.port}"

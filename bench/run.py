@@ -424,7 +424,7 @@ def report(a, info, boot, jobs, events, scale, server_kind, server_url,
               "*Ours* is comfyui.js as shipped: a warm load restores the boot cache (a memory "
               "snapshot of the interpreter with the client imported, made by a worker after "
               "the first boot and kept in Cache Storage); a cold load (new context: empty "
-              "caches) boots normally and starts that worker once `init()` resolved. "
+              "caches) boots normally and starts that worker once the page is quiet after `init()` (no call into Python for 1 s). "
               "*Ours, no boot cache* is `init({bootCache: false})`.", "",
               "| | ours: comfyui.js `init()` | bare `loadPyodide()` | ours / bare |",
               "|---|---|---|---|",

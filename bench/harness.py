@@ -207,6 +207,65 @@ JOBS_JS = r"""
 """
 
 
+# Where a job's time goes, for both clients: an init script (so it wraps the sockets both
+# clients open) marks when each fetch is called and when its answer arrives, and when a
+# socket receives executing{node: null}. Installed only in a separate context: the timed
+# comparisons never run with it.
+SEGMENTS_HOOK = r"""
+(() => {
+  window.benchMarks = null;                    // set to [] to record one job's marks
+  const mark = (what, t0, t1) => { if (window.benchMarks) window.benchMarks.push([what, t0, t1]); };
+  const route = (url) => String(url).replace(/^[a-z]+:\/\/[^/]+/i, "").split("?")[0]
+    .replace(/^\/history\/.*/, "/history");
+  const origFetch = window.fetch;
+  window.fetch = function (url, init) {
+    const t0 = performance.now();
+    const p = origFetch.call(this, url, init);
+    p.then(() => mark(route(url), t0, performance.now()), () => {});
+    return p;
+  };
+  const Orig = window.WebSocket;
+  class MarkedSocket extends Orig {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener("message", (e) => {
+        if (typeof e.data === "string" && e.data.startsWith('{"type": "executing"') &&
+            e.data.includes('"node": null')) {
+          const t = performance.now();
+          mark("ws-done", t, t);
+        }
+      });
+    }
+  }
+  window.WebSocket = MarkedSocket;
+})();
+"""
+
+# One job per client, marks in the order SEGMENTS names them, or null if a job's requests
+# differ from that shape (a retried history read, say): such a job is left out.
+SEGMENTS_JS = r"""
+async ([w, n]) => {
+  const shape = ["/upload/image", "/prompt", "ws-done", "/history", "/view"];
+  const out = { ours: [], js: [] };
+  for (let i = 0; i < n; i++) {
+    for (const k of (i % 2 ? ["js", "ours"] : ["ours", "js"])) {
+      window.benchMarks = [];
+      const t = performance.now();
+      await (k === "ours" ? window.bench.ours(w) : window.bench.refJob(w));
+      const end = performance.now();
+      const m = window.benchMarks.sort((a, b) => a[1] - b[1]);
+      window.benchMarks = null;
+      if (m.map((x) => x[0]).join() !== shape.join()) continue;
+      const pts = [t];
+      for (const [what, t0, t1] of m) { pts.push(t0); if (what !== "ws-done") pts.push(t1); }
+      pts.push(end);
+      out[k].push(pts.slice(1).map((x, j) => x - pts[j]));
+    }
+  }
+  return out;
+}
+"""
+
 # Python busy time, for the "where does the per-job overhead go" line: every asyncio callback
 # (task steps: the bridge's calls into the client), the first step of a bridge call (run at
 # once inside Bridge.start) and every WebSocket message our socket handlers take are timed

@@ -40,7 +40,16 @@ for _sub in (".", "py_src", "tests"):
         sys.path.insert(0, str(ROOT / _sub))
 
 from bench.events import bench_events  # noqa: E402
-from bench.harness import BARE, BUSY_PY, INIT_JS, JOBS_JS, OURS, WASM_HOOK  # noqa: E402
+from bench.harness import (  # noqa: E402
+    BARE,
+    BUSY_PY,
+    INIT_JS,
+    JOBS_JS,
+    OURS,
+    SEGMENTS_HOOK,
+    SEGMENTS_JS,
+    WASM_HOOK,
+)
 from bench.scale import bench_scale  # noqa: E402
 
 INVERT = {
@@ -320,6 +329,47 @@ def python_busy(browser, base: str, server: str, n: int = 10) -> dict[str, float
         ctx.close()
 
 
+# SEGMENTS_JS's parts of a job, in order
+SEGMENTS = [
+    "call -> upload request sent",
+    "upload answered",
+    "-> `POST /prompt` sent",
+    "`/prompt` answered",
+    "-> `executing{node: null}` received (the server runs the job)",
+    "-> `GET /history` sent",
+    "history answered",
+    "-> `GET /view` sent",
+    "image answered",
+    "-> result in the caller's hands",
+]
+
+
+def job_segments(browser, base: str, server: str, n: int = 20) -> dict | None:
+    """Median ms per part of a job (SEGMENTS), ours and the reference, in a separate page
+    whose fetch and WebSocket are wrapped to mark each request and the job's end."""
+    ctx = browser.new_context()
+    try:
+        ctx.add_init_script(SEGMENTS_HOOK)
+        page = ctx.new_page()
+        page.goto(f"{base}/_bench_ours.html")
+        page.wait_for_function("window.harnessReady === true", timeout=BOOT_TIMEOUT_MS)
+        page.evaluate(INIT_JS, [server])
+        page.evaluate(JOBS_JS)
+        page.evaluate("window.bench.makeInput()")
+        page.evaluate("(u) => window.bench.refConnect(u)", server)
+        page.evaluate(SEGMENTS_JS, [INVERT, 3])  # warm-up
+        runs = page.evaluate(SEGMENTS_JS, [INVERT, n])
+        if not runs["ours"] or not runs["js"]:
+            return None
+        return {k: {"n": len(v), "parts": [statistics.median(col) for col in zip(*v, strict=True)]}
+                for k, v in runs.items()}
+    except Exception as exc:  # the page changed shape: the table is left out, not the run
+        print(f"  job segments not measured: {exc}")
+        return None
+    finally:
+        ctx.close()
+
+
 def bench_jobs(browser, base: str, server: str, a: argparse.Namespace, log,
                group=None) -> dict:
     ctx = browser.new_context()
@@ -354,7 +404,9 @@ def bench_jobs(browser, base: str, server: str, a: argparse.Namespace, log,
     if busy:
         log(f"  python busy per job: {busy['callbacks'] + busy['ws']:.1f} ms of "
             f"{busy['wall']:.1f} ms wall")
-    return {"lat": lat, "conc": conc, "input_bytes": size, "requests": reqs, "busy": busy}
+    segments = job_segments(browser, base, server)
+    return {"lat": lat, "conc": conc, "input_bytes": size, "requests": reqs, "busy": busy,
+            "segments": segments}
 
 
 # --------------------------------------------------------------------------- report
@@ -424,7 +476,8 @@ def report(a, info, boot, jobs, events, scale, server_kind, server_url,
               "*Ours* is comfyui.js as shipped: a warm load restores the boot cache (a memory "
               "snapshot of the interpreter with the client imported, made by a worker after "
               "the first boot and kept in Cache Storage); a cold load (new context: empty "
-              "caches) boots normally and starts that worker once the page is quiet after `init()` (no call into Python for 1 s). "
+              "caches) boots normally and starts that worker once the page is quiet after "
+              "`init()` (no call into Python for 1 s). "
               "*Ours, no boot cache* is `init({bootCache: false})`.", "",
               "| | ours: comfyui.js `init()` | bare `loadPyodide()` | ours / bare |",
               "|---|---|---|---|",
@@ -494,6 +547,17 @@ def report(a, info, boot, jobs, events, scale, server_kind, server_url,
               "handling WebSocket messages (mostly while the server executes, so partly "
               "hidden). The request count is the same as the reference's (below): the "
               "overhead is Python CPU time, not extra round trips.", ""]
+    if jobs and jobs.get("segments"):
+        sg = jobs["segments"]
+        L += [f"Where in a job the gap opens (median ms per part, {sg['ours']['n']} / "
+              f"{sg['js']['n']} jobs, in a separate page whose `fetch` and `WebSocket` are "
+              "wrapped to mark when each request is sent and answered and when "
+              "`executing{node: null}` arrives; the parts add up to a job):", "",
+              "| part of a job | ours | JS reference | difference |", "|---|---|---|---|"]
+        for name, o, j in zip(SEGMENTS, sg["ours"]["parts"], sg["js"]["parts"], strict=True):
+            L.append(f"| {name} | {o:.1f} | {j:.1f} | {o - j:+.1f} |")
+        so, sj = sum(sg["ours"]["parts"]), sum(sg["js"]["parts"])
+        L += [f"| **sum of the medians** | {so:.1f} | {sj:.1f} | {so - sj:+.1f} |", ""]
     if jobs and jobs.get("requests"):
         rq = jobs["requests"]
         keys = sorted(set(rq["ours"]) | set(rq["js"]))

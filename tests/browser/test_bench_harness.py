@@ -1,0 +1,63 @@
+"""The benchmark's own instruments, run for real (a few jobs, not timed): the plain-JS
+reference client, the per-part job marks and the Python busy-time hooks. ``build.py bench``
+leaves out a table whose instrument fails rather than stopping a five-minute run, so a
+change that breaks one (a renamed internal, a reshaped request) would only show as a
+missing table; these tests make it a red test instead."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.harness import BUSY_PY, INIT_JS, JOBS_JS, OURS, SEGMENTS_HOOK, SEGMENTS_JS
+from bench.run import INVERT, SEGMENTS
+from conftest import ROOT
+
+pytestmark = pytest.mark.browser
+
+PAGE = "_bench_test_ours.html"
+
+
+@pytest.fixture
+def bench_page(browser, dist_server, devservers):
+    (ROOT / "dist" / PAGE).write_text(OURS)
+    context = browser.new_context()
+    try:
+        context.add_init_script(SEGMENTS_HOOK)
+        page = context.new_page()
+        page.set_default_timeout(30_000)
+        page.goto(f"{dist_server.url}/{PAGE}")
+        page.wait_for_function("window.harnessReady === true")
+        yield page
+    finally:
+        context.close()
+        (ROOT / "dist" / PAGE).unlink(missing_ok=True)
+
+
+def test_reference_client_and_job_marks_see_every_request_in_order(bench_page, devservers):
+    page = bench_page
+    server = devservers.urls[0]
+    page.evaluate("(src) => window.comfy.getPyodide().then((p) => p.runPython(src))", BUSY_PY)
+    page.evaluate(INIT_JS, [server])
+    page.evaluate(JOBS_JS)
+    assert page.evaluate("window.bench.makeInput()") > 1000, "a textured 256x256 PNG"
+    page.evaluate("(u) => window.bench.refConnect(u)", server)
+
+    # both clients really run the workflow and bring back an image
+    assert page.evaluate("(w) => window.bench.ours(w)", INVERT) > 0
+    assert page.evaluate("(w) => window.bench.refJob(w)", INVERT) > 0
+    lat = page.evaluate("([w, n, k]) => window.bench.sequential(w, n, k)", [INVERT, 2, 0])
+    assert {k: len(v) for k, v in lat.items()} == {"ours": 2, "js": 2}
+
+    # every job of each client has its five marks in the expected order: no part negative
+    runs = page.evaluate(SEGMENTS_JS, [INVERT, 2])
+    for kind in ("ours", "js"):
+        assert len(runs[kind]) == 2, f"{kind}: a job's requests did not have the usual shape"
+        for parts in runs[kind]:
+            assert len(parts) == len(SEGMENTS)
+            assert min(parts) >= 0, (kind, parts)
+            assert sum(parts) > 0
+
+    # the Python busy-time hooks are installed and saw both kinds of work
+    busy = page.evaluate("""() => window.comfy.getPyodide().then((p) =>
+        JSON.parse(p.runPython("import json; json.dumps(dict(_bench_busy))")))""")
+    assert busy.get("callbacks", 0) > 0 and busy.get("ws", 0) > 0, busy

@@ -22,7 +22,20 @@ for sub in ("py_src", "tests", "."):
     if str(ROOT / sub) not in sys.path:
         sys.path.insert(0, str(ROOT / sub))
 
+
+def _small_shm_args() -> list[str]:
+    """Containers often give /dev/shm only 64 MB, and a renderer that runs out of it crashes
+    ("Target crashed"): there Chromium is told to use /tmp instead. With room in /dev/shm
+    (as in a user's browser) nothing changes, so benchmark figures stay comparable."""
+    try:
+        st = os.statvfs("/dev/shm")
+    except OSError:
+        return ["--disable-dev-shm-usage"]
+    return [] if st.f_bavail * st.f_frsize >= 1 << 30 else ["--disable-dev-shm-usage"]
+
+
 CHROMIUM_ARGS = [
+    *_small_shm_args(),
     "--headless",
     "--no-sandbox",
     "--disable-gpu",

@@ -190,8 +190,34 @@ class ServerChannel:
         self.feature_flags: dict[str, Any] = {}
         self.running_prompt: str | None = None
         self.closing = False
+        # Messages naming a job nobody here knows yet, kept while a POST /prompt to this
+        # server is unanswered: a server that names jobs itself (older ComfyUI) may run and
+        # end one before its answer says the name. Bounded; dropped once no POST is open.
+        self.submits_open = 0
+        self.unclaimed: dict[str, list[tuple[Any, str]]] = {}
         # False for sockets opened for job-pinned work outside the session lock (self test)
         self.locks = True
+
+    UNCLAIMED_IDS = 16
+    UNCLAIMED_EVENTS = 256
+
+    def keep_unclaimed(self, pid: str, event: Any, kind: str) -> None:
+        """Keep a message for a job not known yet (see ``unclaimed``). A run of progress
+        messages keeps only its latest, which says all the earlier ones did."""
+        kept = self.unclaimed.get(pid)
+        if kept is None:
+            if len(self.unclaimed) >= self.UNCLAIMED_IDS:
+                return  # other clients' jobs broadcast to every socket must not grow this
+            kept = self.unclaimed[pid] = []
+        if kept and kind in jobs_mod.FREQUENT_EVENTS and kept[-1][1] == kind:
+            kept[-1] = (event, kind)
+        elif len(kept) < self.UNCLAIMED_EVENTS:
+            kept.append((event, kind))
+
+    def submit_done(self) -> None:
+        self.submits_open -= 1
+        if not self.submits_open:
+            self.unclaimed.clear()
 
     @property
     def is_open(self) -> bool:
@@ -720,6 +746,8 @@ class PoolClient:
         pid = event.prompt_id
         rec = self.records.get(pid) if pid else None
         if rec is None or rec.job.server != chan.server:
+            if rec is None and pid and chan.submits_open:
+                chan.keep_unclaimed(pid, event, kind)  # maybe ours, named by the server
             return  # not ours, or not from our job's server: never cross-wire jobs
         self._apply(rec, event, kind)
 
@@ -1021,14 +1049,26 @@ class PoolClient:
         pid, target = record.job.prompt_id, record.job.server
         record.workflow = graph
         record.job = jobs_mod.mark(record.job, "submitting", now=self.env.wall_time())
+        chan = self.channels.get(target)
+        if chan is not None:
+            chan.submits_open += 1
         try:
-            accepted = await self._post_prompt(target, graph, pid)
-        except ComfyClientError as exc:
-            self._fail(record, exc, "rejected" if exc.code == "invalid_workflow" else "failed")
-            raise
-        if accepted.prompt_id and accepted.prompt_id != pid:
-            # An older server ignored our id: adopt its id, keeping the same server.
-            record = self._adopt(record, accepted.prompt_id)
+            try:
+                accepted = await self._post_prompt(target, graph, pid)
+            except ComfyClientError as exc:
+                self._fail(record, exc,
+                           "rejected" if exc.code == "invalid_workflow" else "failed")
+                raise
+            if accepted.prompt_id and accepted.prompt_id != pid:
+                # An older server ignored our id: adopt its id, keeping the same server,
+                # and apply what it said under that id before its answer came, in order.
+                record = self._adopt(record, accepted.prompt_id)
+                for event, kind in (chan.unclaimed.pop(accepted.prompt_id, ())
+                                    if chan is not None else ()):
+                    self._apply(record, event, kind)
+        finally:
+            if chan is not None:
+                chan.submit_done()
         record.job = jobs_mod.submitted(record.job, number=accepted.number,
                                         now=self.env.wall_time())
         self._emit(record.on_progress, {"event": "queued", **jobs_mod.job_to_dict(record.job)})

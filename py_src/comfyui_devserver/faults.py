@@ -58,6 +58,12 @@ class Faults:
     - ``route_faults``: path -> :class:`RouteFault`. A key matches the request path with or
       without the ``/api`` prefix; a key ending in ``*`` matches by prefix.
     - ``route_delay_s``: path -> seconds to wait before answering (same matching).
+    - ``answer_delay_s``: path -> seconds to hold the answer AFTER the server acted on the
+      request (same matching): a ``POST /prompt`` whose job is queued, runs and ends
+      before its client hears back, as on a busy network or a cached workflow.
+    - ``ignore_prompt_id``: act like ComfyUI releases before client-chosen ids (and the
+      installable 2024 fork on PyPI): a ``prompt_id`` in ``POST /prompt`` is ignored and the
+      server names the job itself.
     - ``history_gap_s``: time between sending ``execution_success`` and writing history.
     - ``stall``: while true the server answers nothing (HTTP and WS handshakes hang, queued
       WS messages are held back); clearing it lets everything through again.
@@ -92,6 +98,8 @@ class Faults:
     drop_ws_nth: int = 1
     route_faults: dict[str, RouteFault] = field(default_factory=dict)
     route_delay_s: dict[str, float] = field(default_factory=dict)
+    answer_delay_s: dict[str, float] = field(default_factory=dict)
+    ignore_prompt_id: bool = False
     history_gap_s: float = 0.02
     stall: bool = False
     reject_ws_reopen_once: bool = False

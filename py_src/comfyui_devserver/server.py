@@ -387,6 +387,11 @@ class DevServer:
                 response[SKIP_CORS] = True
             request[LOG_KEY]["fault"] = key
             return response
+        key = match_route(faults.answer_delay_s, request.path)
+        if key is not None:
+            response = await handler(request)
+            await asyncio.sleep(float(faults.answer_delay_s.get(key, 0.0)))
+            return response
         return await handler(request)
 
     # ================================================================== routes
@@ -473,7 +478,7 @@ class DevServer:
         if "prompt" not in json_data:
             return _json({"error": NO_PROMPT, "node_errors": {}}, 400)
         prompt = json_data["prompt"]
-        prompt_id = json_data.get("prompt_id")
+        prompt_id = None if self.faults.ignore_prompt_id else json_data.get("prompt_id")
         if prompt_id is not None:
             entry["prompt_id"] = prompt_id if isinstance(prompt_id, str) else None
             if isinstance(prompt_id, str):

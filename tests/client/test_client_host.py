@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import json
 
 import pytest
 from PIL import Image
@@ -580,3 +581,53 @@ def test_progress_callbacks_get_the_short_view_and_the_rest_the_full_one():
             await c.close()
 
     run(main())
+
+
+@pytest.mark.parametrize("affinity", ["session", "job"])
+def test_a_server_that_names_the_job_itself_and_finishes_it_before_answering(affinity):
+    """Older ComfyUI (and the installable 2024 fork on PyPI) ignores our prompt id and names
+    the job itself; a job that runs and ends before the ``POST /prompt`` answer arrives sends
+    every message under a name we do not know yet. Those messages are kept until the answer
+    names the job, then applied in order: the job ends from its own messages, not from the
+    stall check's history read."""
+    async def main():
+        async with _env_and_servers(1) as (env, (a,)):
+            a.faults.ignore_prompt_id = True
+            a.faults.answer_delay_s = {"/prompt": 0.4}
+            c = PoolClient(env, [a.url], ClientOptions(affinity=affinity, stall_check_s=2))
+            res = await _process(c, (0, 0, 255))
+            assert _colour(res["images"][0]) == (255, 255, 0)
+            posted = [r for r in a.request_log if r.get("path") == "/prompt"
+                      and r.get("method") == "POST"]
+            assert posted and posted[-1]["prompt_id"] == res["promptId"], "the server's name"
+            rec = c.records[res["promptId"]]
+            assert rec.job.state == "succeeded"
+            # every message of the job reached it, in order, ending with executing{node: null}
+            assert rec.events[0] == "execution_start", rec.events
+            assert list(rec.events)[-2:] == ["execution_success", "executing"], rec.events
+            assert rec.job.total_nodes == 3 and len(rec.job.executed_nodes) == 3
+    run(main())
+
+
+def test_messages_kept_for_an_unknown_job_are_bounded_and_progress_runs_collapse():
+    from comfyui_client.client import ServerChannel
+    from comfyui_client.protocol import events as ev
+
+    chan = ServerChannel(None, "http://127.0.0.1:1")  # type: ignore[arg-type]
+    start = ev.decode_text('{"type": "execution_start", "data": {"prompt_id": "p1"}}')
+    steps = [ev.decode_text(json.dumps({"type": "progress", "data": {
+        "value": i, "max": 9, "prompt_id": "p1", "node": "2"}})) for i in range(9)]
+    chan.keep_unclaimed("p1", start, start.type)
+    for step in steps:
+        chan.keep_unclaimed("p1", step, step.type)
+    assert [(k, getattr(e, "value", None)) for e, k in chan.unclaimed["p1"]] == [
+        ("execution_start", None), ("progress", 8)]
+    for _ in range(2 * ServerChannel.UNCLAIMED_EVENTS):
+        chan.keep_unclaimed("p1", start, start.type)
+    assert len(chan.unclaimed["p1"]) == ServerChannel.UNCLAIMED_EVENTS
+    for i in range(3 * ServerChannel.UNCLAIMED_IDS):
+        chan.keep_unclaimed(f"other-{i}", start, start.type)
+    assert len(chan.unclaimed) == ServerChannel.UNCLAIMED_IDS
+    chan.submits_open = 1
+    chan.submit_done()
+    assert chan.unclaimed == {}

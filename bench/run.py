@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--servers", default=None,
                    help="comma-separated ComfyUI base URLs for the job benchmarks "
                         "(the first is used; default: a dev server on 127.0.0.1)")
+    p.add_argument("--server-label", default=None,
+                   help="with --servers: what the server is (its version, how it was started, "
+                        "its hardware), written into the report beside its URL")
     p.add_argument("--runs", type=int, default=5, help="boot runs per variant (default 5)")
     p.add_argument("--jobs", type=int, default=20,
                    help="timed sequential jobs per client (default 20)")
@@ -137,6 +140,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         a.servers = [u.strip().rstrip("/") for u in a.servers.split(",") if u.strip()]
         if not a.servers:
             p.error("--servers needs at least one URL")
+    if a.server_label is not None:
+        if a.servers is None:
+            p.error("--server-label describes --servers: give both")
+        a.server_label = " ".join(a.server_label.split())
+        if not a.server_label or len(a.server_label) > 300:
+            p.error("--server-label must be 1-300 characters")
     return a
 
 
@@ -727,6 +736,8 @@ def main(argv: list[str]) -> int:
         group = None
         if a.servers:
             servers, server_kind = a.servers, "given server"
+            if a.server_label:
+                server_kind = f"given server ({a.server_label})"
         else:
             from comfyui_devserver import ServerGroup
 

@@ -363,13 +363,17 @@ class PageApi:
             up = await c.upload(png, filename=wf.unique_upload_name("selftest.png", pid),
                                 overwrite=True, job=pid, size=len(png))
             graph = wf.set_input(SELF_TEST_WORKFLOW, "1", "image", up["name"])
-            await c.submit(graph, record=rec)
-            await c.wait(pid)
-            images = await c.fetch_outputs(pid)
+            # a server that names jobs itself renames ours: follow the record
+            rec = await c.submit(graph, record=rec)
+            await c.wait(rec.job.prompt_id)
+            images = await c.fetch_outputs(rec.job.prompt_id)
         except ComfyClientError as exc:
             if not c._finished(rec):
                 c._fail(rec, exc, "failed")
             raise
-        servers = sorted({r.server for r in c.audit.records(job=pid)})
-        return {"ok": servers == [server] and len(images) == 1, "promptId": pid,
-                "requests": len(c.audit.records(job=pid)), "serversSeen": servers}
+        # the upload was made under our id, the rest under the server's if it chose one
+        made = [r for job in dict.fromkeys((pid, rec.job.prompt_id))
+                for r in c.audit.records(job=job)]
+        servers = sorted({r.server for r in made})
+        return {"ok": servers == [server] and len(images) == 1,
+                "promptId": rec.job.prompt_id, "requests": len(made), "serversSeen": servers}

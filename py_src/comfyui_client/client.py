@@ -1136,8 +1136,9 @@ class PoolClient:
         old = rec.job.prompt_id
         self.records.pop(old, None)
         self.pins = self.pins.unpin(old).pin(new_id, rec.job.server)
-        if self.options.affinity == "session":
-            # pending(new) before done(old): the lock must never be released in between
+        if self.options.affinity == "session" and old in self.lock.pending:
+            # pending(new) before done(old): the lock must never be released in between.
+            # (A job outside the lock, like the self test's, holds nothing to hand over.)
             state = lock_mod.on_task_pending(self.lock, new_id)
             self.lock, _ = lock_mod.on_task_done(state, old)
         rec.job = jobs_mod.rename(rec.job, new_id)

@@ -631,3 +631,29 @@ def test_messages_kept_for_an_unknown_job_are_bounded_and_progress_runs_collapse
     chan.submits_open = 1
     chan.submit_done()
     assert chan.unclaimed == {}
+
+
+@pytest.mark.parametrize("affinity", ["session", "job"])
+def test_self_test_passes_on_a_server_that_names_jobs_itself(affinity):
+    """The self test's job runs outside the session lock; when the server renames it, the
+    rename must not try to hand over a lock the job never held, and the check must follow
+    the job to its new name (its upload was made under ours)."""
+    from comfyui_client.api import PageApi
+
+    async def main():
+        async with _env_and_servers(2) as (env, (a, b)):
+            for s in (a, b):
+                s.faults.ignore_prompt_id = True
+            c = PoolClient(env, [a.url, b.url], ClientOptions(affinity=affinity))
+            api = PageApi(c.env)
+            api.client = c
+            out = await api.js_runConsistencySelfTest()
+            assert out["ok"], out
+            for entry, srv in zip(out["servers"], (a, b), strict=True):
+                assert entry["serversSeen"] == [srv.url]
+                posted = [r for r in srv.request_log if r.get("path") == "/prompt"
+                          and r.get("method") == "POST"]
+                assert [r["prompt_id"] for r in posted] == [entry["promptId"]]
+                assert entry["requests"] >= 4  # upload, prompt, history, view
+            assert c.lock.locked_server is None and not c.lock.pending
+    run(main())

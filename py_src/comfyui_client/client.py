@@ -1396,13 +1396,23 @@ class PoolClient:
         return resp.body
 
     async def interrupt(self, prompt_id: str) -> dict[str, Any]:
+        """Stop the job on its server: ``POST /interrupt`` if it runs, out of the queue if it
+        waits. The queue is asked first because servers before targeted interrupts (and the
+        2024 fork on PyPI) ignore the ``prompt_id`` of ``POST /interrupt`` and stop whatever
+        runs, which may be another job, another user's even."""
         rec = self.record_of(prompt_id)
         server = rec.job.server
-        resp = await self._http(server, rq.interrupt(prompt_id), job=prompt_id,
-                                operation="interrupt")
-        self._parse(rs.check_status, resp, server, prompt_id)
-        # A queued job never starts, so no event will tell us: remove it from the queue too.
-        if rec.job.state in ("queued", "submitting"):
+        resp = await self._http(server, rq.get_queue(), job=prompt_id, operation="interrupt")
+        queue = self._parse(rs.parse_queue, resp, server, prompt_id)
+        if prompt_id in queue.running:
+            resp = await self._http(server, rq.interrupt(prompt_id), job=prompt_id,
+                                    operation="interrupt")
+            self._parse(rs.check_status, resp, server, prompt_id)
+            # the server says so (execution_interrupted) once the running node returns
+        elif prompt_id in queue.pending or rec.job.state in ("queued", "submitting"):
+            # A queued job never starts, so no event will tell us: it leaves the queue here.
+            # One whose POST /prompt is still unanswered may not be queued yet; it ends here
+            # all the same (were it to run after all, nobody waits for it).
             resp = await self._http(server, rq.delete_from_queue([prompt_id]), job=prompt_id,
                                     operation="interrupt")
             self._parse(rs.check_status, resp, server, prompt_id)

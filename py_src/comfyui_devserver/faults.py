@@ -64,6 +64,8 @@ class Faults:
     - ``ignore_prompt_id``: act like ComfyUI releases before client-chosen ids (and the
       installable 2024 fork on PyPI): a ``prompt_id`` in ``POST /prompt`` is ignored and the
       server names the job itself.
+    - ``untargeted_interrupt``: act like ComfyUI releases before targeted interrupts (and
+      that fork): ``POST /interrupt`` ignores its ``prompt_id`` and stops whatever runs.
     - ``history_gap_s``: time between sending ``execution_success`` and writing history.
     - ``stall``: while true the server answers nothing (HTTP and WS handshakes hang, queued
       WS messages are held back); clearing it lets everything through again.
@@ -100,6 +102,7 @@ class Faults:
     route_delay_s: dict[str, float] = field(default_factory=dict)
     answer_delay_s: dict[str, float] = field(default_factory=dict)
     ignore_prompt_id: bool = False
+    untargeted_interrupt: bool = False
     history_gap_s: float = 0.02
     stall: bool = False
     reject_ws_reopen_once: bool = False

@@ -795,7 +795,8 @@ class DevServer:
         prompt_id = data.get("prompt_id") if isinstance(data, dict) else None
         request[LOG_KEY]["prompt_id"] = prompt_id
         running = self._running
-        if running is not None and (not prompt_id or running.prompt_id == prompt_id):
+        if running is not None and (not prompt_id or running.prompt_id == prompt_id
+                                    or self.faults.untargeted_interrupt):
             running.interrupt = True
         return _empty()
 

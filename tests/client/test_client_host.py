@@ -657,3 +657,49 @@ def test_self_test_passes_on_a_server_that_names_jobs_itself(affinity):
                 assert entry["requests"] >= 4  # upload, prompt, history, view
             assert c.lock.locked_server is None and not c.lock.pending
     run(main())
+
+
+@pytest.mark.parametrize("untargeted", [False, True])
+def test_interrupting_a_queued_job_never_stops_the_one_running(untargeted):
+    """``POST /interrupt`` stops whatever runs on servers that ignore its ``prompt_id``
+    (ComfyUI before targeted interrupts): cancelling a queued job must only dequeue it,
+    and the running job (maybe another client's) goes on."""
+    from comfyui_client.api import PageApi
+
+    async def main():
+        async with _env_and_servers(1, node_delay_s=0.3) as (env, (a,)):
+            a.faults.untargeted_interrupt = untargeted
+            c = PoolClient(env, [a.url], ClientOptions(affinity="session"))
+            api = PageApi(c.env)
+            api.client = c
+            up = await api.js_uploadImageToComfyUI(_png((1, 2, 3)), {"filename": "q.png"})
+            graph = {**INVERT, "1": {"class_type": "LoadImage", "inputs": {"image": up["name"]}}}
+            first = await api.js_submitWorkflow(graph)
+            second = await api.js_submitWorkflow(graph)
+            while c.records[first["promptId"]].job.state != "running":
+                await asyncio.sleep(0.02)
+            out = await api.js_interrupt(second["promptId"])
+            assert out["interrupted"] is True
+            with pytest.raises(Exception) as err:
+                await api.js_waitForCompletion(second["promptId"])
+            assert getattr(err.value, "code", None) == "job_interrupted"
+            done = await api.js_waitForCompletion(first["promptId"])
+            assert done["state"] in ("fetching_outputs", "succeeded"), done
+            images = await api.js_getGeneratedImage(first["promptId"])
+            assert _colour(images[0]) == (254, 253, 252)
+            # the stop request went only where it was meant: never while another job ran
+            sent = [r for r in a.request_log if r.get("path") == "/interrupt"]
+            assert sent == []
+
+            # a running job is still stopped (at its next node); another input, so that
+            # the server's cache does not answer it at once
+            up = await api.js_uploadImageToComfyUI(_png((4, 5, 6)), {"filename": "r.png"})
+            graph = {**INVERT, "1": {"class_type": "LoadImage", "inputs": {"image": up["name"]}}}
+            third = await api.js_submitWorkflow(graph)
+            while c.records[third["promptId"]].job.state != "running":
+                await asyncio.sleep(0.02)
+            await api.js_interrupt(third["promptId"])
+            with pytest.raises(Exception) as err:
+                await api.js_waitForCompletion(third["promptId"])
+            assert getattr(err.value, "code", None) == "job_interrupted"
+    run(main())

@@ -78,7 +78,7 @@ async function refreshServers() {
     dot.setAttribute("aria-hidden", "true");
     li.append(dot, make("span", "url", s.server));
     li.append(make("span", "meta", s.status === "up"
-      ? t("up_meta", { version: s.version || "?", queue: s.queueRemaining ?? "?", ms: Math.round(s.latencyMs || 0) })
+      ? t("up_meta", { version: s.version || t("version_unknown"), queue: s.queueRemaining ?? "?", ms: Math.round(s.latencyMs || 0) })
       : `${s.status}${s.error ? " · " + s.error.message : ""}`));
     const rm = make("button", "remove", t("remove"));
     rm.type = "button";

@@ -371,9 +371,7 @@ class PageApi:
             if not c._finished(rec):
                 c._fail(rec, exc, "failed")
             raise
-        # the upload was made under our id, the rest under the server's if it chose one
-        made = [r for job in dict.fromkeys((pid, rec.job.prompt_id))
-                for r in c.audit.records(job=job)]
-        servers = sorted({r.server for r in made})
-        return {"ok": servers == [server] and len(images) == 1,
-                "promptId": rec.job.prompt_id, "requests": len(made), "serversSeen": servers}
+        pid = rec.job.prompt_id
+        servers = sorted({r.server for r in c.audit.records(job=pid)})
+        return {"ok": servers == [server] and len(images) == 1, "promptId": pid,
+                "requests": len(c.audit.records(job=pid)), "serversSeen": servers}

@@ -127,6 +127,23 @@ class AuditLog:
             self._first_by_server[job].setdefault(record.server, record)
         return record
 
+    def rename(self, old: str, new: str) -> None:
+        """A server that names jobs itself renamed job ``old`` to ``new``: the job's trail
+        stays one, so its upload (made under ``old``; the records keep the name they were
+        made under) counts for ``new`` in ``records``, ``servers_for`` and the consistency
+        check."""
+        if old == new or old not in self._by_job:
+            return
+        per = self._by_job.pop(old)
+        first = self._first_by_server.pop(old, {})
+        later = self._by_job.get(new)
+        if later is not None:  # requests already made under the new name
+            per.extend(later)
+            for server, record in self._first_by_server.get(new, {}).items():
+                first.setdefault(server, record)
+        self._by_job[new] = per
+        self._first_by_server[new] = first
+
     def records(self, job: str | None = None) -> list[AuditRecord]:
         """All retained records, or the retained records of one job (oldest first)."""
         if job is None:

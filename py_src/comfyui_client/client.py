@@ -1143,6 +1143,7 @@ class PoolClient:
             self.lock, _ = lock_mod.on_task_done(state, old)
         rec.job = jobs_mod.rename(rec.job, new_id)
         self.records[new_id] = rec
+        self.audit.rename(old, new_id)
         self._persist()
         return rec
 

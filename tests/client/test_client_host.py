@@ -606,6 +606,9 @@ def test_a_server_that_names_the_job_itself_and_finishes_it_before_answering(aff
             assert rec.events[0] == "execution_start", rec.events
             assert list(rec.events)[-2:] == ["execution_success", "executing"], rec.events
             assert rec.job.total_nodes == 3 and len(rec.job.executed_nodes) == 3
+            # one audit trail under the server's name, the upload made under ours included
+            assert [r.path.split("?")[0] for r in c.audit.records(job=res["promptId"])][:2] \
+                == ["/upload/image", "/prompt"]
     run(main())
 
 

@@ -77,6 +77,22 @@ def test_records_and_servers_per_job() -> None:
     assert log.jobs() == ("p1", "p2")
 
 
+def test_a_renamed_job_keeps_one_trail() -> None:
+    log = AuditLog()
+    log.append(rec("ours", A, "/upload/image", "POST"))
+    log.append(rec("ours", A, "/prompt", "POST"))
+    log.append(rec("theirs", A, "/history/theirs"))  # a request under the new name first
+    log.rename("ours", "theirs")
+    assert [r.path for r in log.records("theirs")] == [
+        "/upload/image", "/prompt", "/history/theirs"]
+    assert [r.job for r in log.records("theirs")] == ["ours", "ours", "theirs"]
+    assert log.records("ours") == [] and log.servers_for("theirs") == (A,)
+    assert log.jobs() == ("theirs",)
+    log.rename("gone", "x")  # unknown: nothing happens
+    log.rename("theirs", "theirs")
+    assert log.jobs() == ("theirs",) and len(log.records("theirs")) == 3
+
+
 def test_log_is_bounded_and_counts_drops() -> None:
     log = AuditLog(maxlen=10)
     for i in range(25):

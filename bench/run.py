@@ -33,6 +33,7 @@ import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 for _sub in (".", "py_src", "tests"):
@@ -309,17 +310,29 @@ def request_profile(page, group, n: int = 5) -> dict[str, dict[str, float]]:
     return out
 
 
+def _jobs_page(ctx, base: str, server: str, *, python: str | None = None,
+               reference: bool = True) -> tuple[Any, int]:
+    """A page of ours in ``ctx`` ready for jobs on ``server``: booted (running ``python``
+    first, before init), the input image made and, with ``reference``, the plain-JS
+    client connected. Returns the page and the input's size in bytes."""
+    page = ctx.new_page()
+    page.goto(f"{base}/_bench_ours.html")
+    page.wait_for_function("window.harnessReady === true", timeout=BOOT_TIMEOUT_MS)
+    if python:
+        page.evaluate("async (src) => (await window.comfy.getPyodide()).runPython(src)", python)
+    page.evaluate(INIT_JS, [server])
+    page.evaluate(JOBS_JS)
+    size = page.evaluate("window.bench.makeInput()")
+    if reference:
+        page.evaluate("(u) => window.bench.refConnect(u)", server)
+    return page, size
+
+
 def python_busy(browser, base: str, server: str, n: int = 10) -> dict[str, float] | None:
     """Wall time and Python busy time per job (ms) in a separate, instrumented page."""
     ctx = browser.new_context()
     try:
-        page = ctx.new_page()
-        page.goto(f"{base}/_bench_ours.html")
-        page.wait_for_function("window.harnessReady === true", timeout=BOOT_TIMEOUT_MS)
-        page.evaluate("async (src) => (await window.comfy.getPyodide()).runPython(src)", BUSY_PY)
-        page.evaluate(INIT_JS, [server])
-        page.evaluate(JOBS_JS)
-        page.evaluate("window.bench.makeInput()")
+        page, _ = _jobs_page(ctx, base, server, python=BUSY_PY, reference=False)
         for _ in range(3):
             page.evaluate("(w) => window.bench.ours(w)", INVERT)
         return page.evaluate("""async ([w, n]) => {
@@ -359,13 +372,7 @@ def job_segments(browser, base: str, server: str, n: int = 20) -> dict | None:
     ctx = browser.new_context()
     try:
         ctx.add_init_script(SEGMENTS_HOOK)
-        page = ctx.new_page()
-        page.goto(f"{base}/_bench_ours.html")
-        page.wait_for_function("window.harnessReady === true", timeout=BOOT_TIMEOUT_MS)
-        page.evaluate(INIT_JS, [server])
-        page.evaluate(JOBS_JS)
-        page.evaluate("window.bench.makeInput()")
-        page.evaluate("(u) => window.bench.refConnect(u)", server)
+        page, _ = _jobs_page(ctx, base, server)
         page.evaluate(SEGMENTS_JS, [INVERT, 3])  # warm-up
         runs = page.evaluate(SEGMENTS_JS, [INVERT, n])
         if not runs["ours"] or not runs["js"]:
@@ -383,13 +390,7 @@ def bench_jobs(browser, base: str, server: str, a: argparse.Namespace, log,
                group=None) -> dict:
     ctx = browser.new_context()
     try:
-        page = ctx.new_page()
-        page.goto(f"{base}/_bench_ours.html")
-        page.wait_for_function("window.harnessReady === true", timeout=BOOT_TIMEOUT_MS)
-        page.evaluate(INIT_JS, [server])
-        page.evaluate(JOBS_JS)
-        size = page.evaluate("window.bench.makeInput()")
-        page.evaluate("(u) => window.bench.refConnect(u)", server)
+        page, size = _jobs_page(ctx, base, server)
         log(f"  input PNG 256x256: {size} bytes; server {server}")
         lat = page.evaluate("([w, n, k]) => window.bench.sequential(w, n, k)",
                             [INVERT, a.jobs, a.warmup])

@@ -229,11 +229,11 @@ SEGMENTS_HOOK = r"""
     constructor(...args) {
       super(...args);
       this.addEventListener("message", (e) => {
-        if (typeof e.data === "string" && e.data.startsWith('{"type": "executing"') &&
-            e.data.includes('"node": null')) {
-          const t = performance.now();
-          mark("ws-done", t, t);
-        }
+        if (typeof e.data !== "string" || !e.data.includes('"executing"')) return;
+        const t = performance.now();
+        let m = null;
+        try { m = JSON.parse(e.data); } catch { return; }   // any JSON spacing
+        if (m && m.type === "executing" && m.data && m.data.node === null) mark("ws-done", t, t);
       });
     }
   }

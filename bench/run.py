@@ -721,12 +721,8 @@ def main(argv: list[str]) -> int:
         log("bench: dist/ not built, building")
         build.build()
     chromium = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-    try:
-        from conftest import CHROMIUM_ARGS
-    except ImportError:
-        CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                         "--no-first-run", "--disable-background-networking",
-                         "--disable-component-update", "--disable-sync"]
+    # the tests' flags, one list: the bench's browser is launched like theirs
+    from conftest import CHROMIUM_ARGS
 
     pages = {dist / "_bench_ours.html": OURS, dist / "_bench_bare.html": BARE}
     with ExitStack() as stack:

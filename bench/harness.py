@@ -312,3 +312,91 @@ WASM_HOOK = """
 # init() for the pages that measure jobs and events, then wait until the boot-cache worker
 # (started after a page's first boot) is done, so it shares no CPU with what is measured
 INIT_JS = "(s) => window.comfy.init({servers: s}).then(() => window.comfy.bootCacheSaved)"
+
+# Step warmth: the same small piece of a request step (decode one `executed` message, apply
+# it to a job's state, append an audit record, build the next request's URL) timed back to
+# back ("hot") and once after each of several waits, the way a job's steps run: each comes
+# after the page went idle waiting for the network or the server. Python runs the client's
+# own pure-core functions; JS runs what the reference client does for a message. Means over
+# n runs: the page's clock is coarse (100 µs steps with jitter) without cross-origin
+# isolation, and a mean of many such differences is still right where a median is not.
+WARMTH_PY = r"""
+import asyncio as _wa, json as _wj, time as _wt
+from comfyui_client import audit as _wau, jobs as _wjb
+from comfyui_client.protocol import events as _wev, requests as _wrq
+
+async def _bench_warmth(server, text, delays_ms, n):
+    data = _wj.loads(text)["data"]
+    pid = data["prompt_id"]
+    graph = {"1": {"class_type": "LoadImage", "inputs": {"image": "in.png"}},
+             "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+             "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0]}}}
+    job = _wjb.new_job(pid, server, now=0.0, workflow=graph, prompt_id=pid)
+    job = _wjb.submitted(_wjb.mark(job, "submitting", now=0.0), number=1, now=0.0)
+    log = _wau.AuditLog(maxlen=1000)
+
+    def step():
+        _wjb.apply_event(job, _wev.decode_text(text), now=1.0)
+        log.append(_wau.AuditRecord(time=_wt.time(), job=pid, server=server, method="GET",
+                                    path="/history/" + pid, status=200))
+        return _wrq.get_history(pid).url(server)
+
+    out = {}
+    t = _wt.perf_counter()
+    for _ in range(n):
+        step()
+    out["hot"] = (_wt.perf_counter() - t) / n * 1e6
+    for d in delays_ms:
+        total = 0.0
+        for _ in range(n):
+            await _wa.sleep(d / 1000)   # 0: one loop turn (a MessageChannel task)
+            t = _wt.perf_counter()
+            step()
+            total += _wt.perf_counter() - t
+        out[str(d)] = total / n * 1e6
+    return _wj.dumps(out)
+"""
+
+WARMTH_JS = r"""
+async ([server, text, delays, n]) => {
+  const state = new Map();
+  const log = [];
+  const step = () => {
+    const m = JSON.parse(text), d = m.data;
+    state.set(d.prompt_id, { ...(state.get(d.prompt_id) || {}), state: "running",
+                             node: d.node, outputs: d.output });
+    log.push({ time: Date.now(), job: d.prompt_id, server, method: "GET",
+               path: `/history/${d.prompt_id}`, status: 200 });
+    if (log.length > 1000) log.shift();
+    return `${server}/history/${encodeURIComponent(d.prompt_id)}`;
+  };
+  const mc = new MessageChannel();
+  let wake = null;
+  mc.port1.onmessage = () => wake();
+  const wait = (ms) => new Promise((r) => {
+    if (ms === 0) { wake = r; mc.port2.postMessage(0); } else setTimeout(r, ms);
+  });
+  const out = {};
+  let t = performance.now();
+  for (let i = 0; i < n; i++) step();
+  out.hot = (performance.now() - t) / n * 1000;
+  for (const d of delays) {
+    let total = 0;
+    for (let i = 0; i < n; i++) {
+      await wait(d);
+      t = performance.now();
+      step();
+      total += performance.now() - t;
+    }
+    out[String(d)] = total / n * 1000;
+  }
+  mc.port1.close();
+  const py = await window.comfy.getPyodide();
+  const runPy = py.globals.get("_bench_warmth");
+  try {
+    return { js: out, py: JSON.parse(await runPy(server, text, py.toPy(delays), n)) };
+  } finally {
+    runPy.destroy();
+  }
+}
+"""

@@ -1,5 +1,6 @@
 """The benchmark's own instruments, run for real (a few jobs, not timed): the plain-JS
-reference client, the per-part job marks and the Python busy-time hooks. ``build.py bench``
+reference client, the per-part job marks, the Python busy-time hooks and the step-warmth
+timer. ``build.py bench``
 leaves out a table whose instrument fails rather than stopping a five-minute run, so a
 change that breaks one (a renamed internal, a reshaped request) would only show as a
 missing table; these tests make it a red test instead."""
@@ -8,8 +9,17 @@ from __future__ import annotations
 
 import pytest
 
-from bench.harness import BUSY_PY, INIT_JS, JOBS_JS, OURS, SEGMENTS_HOOK, SEGMENTS_JS
-from bench.run import INVERT, SEGMENTS
+from bench.harness import (
+    BUSY_PY,
+    INIT_JS,
+    JOBS_JS,
+    OURS,
+    SEGMENTS_HOOK,
+    SEGMENTS_JS,
+    WARMTH_JS,
+    WARMTH_PY,
+)
+from bench.run import INVERT, SEGMENTS, WARMTH_DELAYS_MS, executed_message, warmth_lines
 from conftest import ROOT
 
 pytestmark = pytest.mark.browser
@@ -61,3 +71,19 @@ def test_reference_client_and_job_marks_see_every_request_in_order(bench_page, d
     busy = page.evaluate("""() => window.comfy.getPyodide().then((p) =>
         JSON.parse(p.runPython("import json; json.dumps(dict(_bench_busy))")))""")
     assert busy.get("callbacks", 0) > 0 and busy.get("ws", 0) > 0, busy
+
+
+def test_step_warmth_runs_the_clients_functions_in_both_languages(bench_page, devservers):
+    page = bench_page
+    server = devservers.urls[0]
+    page.evaluate("(src) => window.comfy.getPyodide().then((p) => p.runPython(src))", WARMTH_PY)
+    page.evaluate(INIT_JS, [server])
+    text = executed_message("0b7e4c1a-2d3f-4e5a-9b8c-7d6e5f4a3b21")
+    out = page.evaluate(WARMTH_JS, [server, text, WARMTH_DELAYS_MS, 10])
+    for lang in ("py", "js"):
+        assert set(out[lang]) == {"hot", *map(str, WARMTH_DELAYS_MS)}, out
+        assert all(v >= 0 for v in out[lang].values()), out
+    # 50 runs of a decode + job-state update + audit append in Python cannot all read 0 µs
+    assert sum(out["py"].values()) > 0, out
+    table = "\n".join(warmth_lines(out))
+    assert "| back to back |" in table and "| after 30 ms idle |" in table, table

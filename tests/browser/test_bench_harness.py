@@ -9,16 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.harness import (
-    BUSY_PY,
-    INIT_JS,
-    JOBS_JS,
-    OURS,
-    SEGMENTS_HOOK,
-    SEGMENTS_JS,
-    WARMTH_JS,
-    WARMTH_PY,
-)
+from bench import harness as H
 from bench.run import INVERT, SEGMENTS, WARMTH_DELAYS_MS, executed_message, warmth_lines
 from conftest import ROOT
 
@@ -29,10 +20,10 @@ PAGE = "_bench_test_ours.html"
 
 @pytest.fixture
 def bench_page(browser, dist_server, devservers):
-    (ROOT / "dist" / PAGE).write_text(OURS)
+    (ROOT / "dist" / PAGE).write_text(H.OURS)
     context = browser.new_context()
     try:
-        context.add_init_script(SEGMENTS_HOOK)
+        context.add_init_script(H.SEGMENTS_HOOK)
         page = context.new_page()
         page.set_default_timeout(30_000)
         page.goto(f"{dist_server.url}/{PAGE}")
@@ -46,9 +37,9 @@ def bench_page(browser, dist_server, devservers):
 def test_reference_client_and_job_marks_see_every_request_in_order(bench_page, devservers):
     page = bench_page
     server = devservers.urls[0]
-    page.evaluate("(src) => window.comfy.getPyodide().then((p) => p.runPython(src))", BUSY_PY)
-    page.evaluate(INIT_JS, [server])
-    page.evaluate(JOBS_JS)
+    page.evaluate("(src) => window.comfy.getPyodide().then((p) => p.runPython(src))", H.BUSY_PY)
+    page.evaluate(H.INIT_JS, [server])
+    page.evaluate(H.JOBS_JS)
     assert page.evaluate("window.bench.makeInput()") > 1000, "a textured 256x256 PNG"
     page.evaluate("(u) => window.bench.refConnect(u)", server)
 
@@ -59,7 +50,7 @@ def test_reference_client_and_job_marks_see_every_request_in_order(bench_page, d
     assert {k: len(v) for k, v in lat.items()} == {"ours": 2, "js": 2}
 
     # every job of each client has its five marks in the expected order: no part negative
-    runs = page.evaluate(SEGMENTS_JS, [INVERT, 2])
+    runs = page.evaluate(H.SEGMENTS_JS, [INVERT, 2])
     for kind in ("ours", "js"):
         assert len(runs[kind]) == 2, f"{kind}: a job's requests did not have the usual shape"
         for parts in runs[kind]:
@@ -76,10 +67,10 @@ def test_reference_client_and_job_marks_see_every_request_in_order(bench_page, d
 def test_step_warmth_runs_the_clients_functions_in_both_languages(bench_page, devservers):
     page = bench_page
     server = devservers.urls[0]
-    page.evaluate("(src) => window.comfy.getPyodide().then((p) => p.runPython(src))", WARMTH_PY)
-    page.evaluate(INIT_JS, [server])
+    page.evaluate("(src) => window.comfy.getPyodide().then((p) => p.runPython(src))", H.WARMTH_PY)
+    page.evaluate(H.INIT_JS, [server])
     text = executed_message("0b7e4c1a-2d3f-4e5a-9b8c-7d6e5f4a3b21")
-    out = page.evaluate(WARMTH_JS, [server, text, WARMTH_DELAYS_MS, 10])
+    out = page.evaluate(H.WARMTH_JS, [server, text, WARMTH_DELAYS_MS, 10])
     for lang in ("py", "js"):
         assert set(out[lang]) == {"hot", *map(str, WARMTH_DELAYS_MS)}, out
         assert all(v >= 0 for v in out[lang].values()), out

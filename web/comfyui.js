@@ -285,8 +285,39 @@ function flushStore() {
 
 // The per-message hot path stays on this side of the FFI where JS does it for free: every
 // crossing between Python and JS costs microseconds (see BENCHMARKS.md, event throughput).
+// Python's asyncio callbacks (see MicrotaskSoon in _browser.py): in a microtask while the
+// run of microtask-driven callbacks started under SOON_BUDGET_MS ago, else in a task of
+// their own, so Python that keeps scheduling cannot starve the page. A run starts with the
+// first callback after the page had a task turn: a message on soonTurn marks that turn.
+const SOON_BUDGET_MS = 4;
+let soonRunStart = -1;
+let soonTurn = null;
+const soonTasks = [];
+
+function soon(fn) {
+  if (!soonTurn) {
+    soonTurn = new MessageChannel();
+    soonTurn.port1.onmessage = (e) => {
+      if (e.data === "turn") soonRunStart = -1;
+      else soonTasks.shift()();
+    };
+  }
+  const now = performance.now();
+  if (soonRunStart < 0) {
+    soonRunStart = now;
+    soonTurn.port2.postMessage("turn");
+  }
+  if (now - soonRunStart < SOON_BUDGET_MS) {
+    queueMicrotask(fn);
+  } else {
+    soonTasks.push(fn);
+    soonTurn.port2.postMessage("task");
+  }
+}
+
 const pyHelpers = {
   revive,
+  soon,
   // Call a page callback with the JSON text Python built: the parsed object goes straight
   // to the callback instead of coming back to Python as a proxy first.
   deliver(fn, text, key, handles) {
@@ -397,7 +428,7 @@ async function boot(options) {
     bootTimings.installClient = performance.now() - t1;
     const t2 = performance.now();
     const mod = pyodide.pyimport("comfyui_client._browser");
-    bridge = mod.create_bridge(pyHelpers);
+    bridge = mod.create_bridge(pyHelpers, options.microtaskLoop !== false);
     mod.destroy();
     bootTimings.importClient = performance.now() - t2;
     if (useCache && bootTimings.bootCache !== "restored") {
@@ -482,6 +513,15 @@ export async function init(options = {}) {
       code: "config_error",
       message: `option bootCache must be true or false, got ${JSON.stringify(cache)}`,
       hint: "false boots without the memory snapshot kept in Cache Storage",
+    });
+  }
+  const micro = options && options.microtaskLoop;
+  if (micro !== undefined && micro !== null && typeof micro !== "boolean") {
+    throw new ComfyUIError({
+      name: "ConfigError",
+      code: "config_error",
+      message: `option microtaskLoop must be true or false, got ${JSON.stringify(micro)}`,
+      hint: "false keeps Pyodide's own asyncio scheduling (one browser task per callback)",
     });
   }
   await ensureBoot(options || {});

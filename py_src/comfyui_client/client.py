@@ -52,7 +52,7 @@ from .transport import HttpResponse, Socket, SocketHandlers, Transport, Transpor
 SESSION_KEY = "comfyui-client:v1"
 AFFINITIES = ("session", "job")
 # init() options that web/comfyui.js reads when it boots Python (the first init() only)
-PAGE_BOOT_OPTIONS = ("extraPackages", "bootCache")
+PAGE_BOOT_OPTIONS = ("extraPackages", "bootCache", "microtaskLoop")
 
 
 @dataclass

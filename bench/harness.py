@@ -400,3 +400,31 @@ async ([server, text, delays, n]) => {
   }
 }
 """
+
+# The cost of one asyncio wake-up on a JS promise: n awaits of an already resolved promise,
+# then n_idle awaits of a promise a timer resolves after 3 ms, timed from the timer's
+# callback (which reads the clock and resolves) to the task running again.
+HOPS_JS = r"""
+async ([n, nIdle]) => {
+  const py = await window.comfy.getPyodide();
+  const out = await py.runPythonAsync(`
+import js, time, json
+from pyodide.ffi import create_once_callable
+
+async def _bench_hops(n, n_idle):
+    t = time.perf_counter()
+    for _ in range(n):
+        await js.Promise.resolve(1)
+    hot = (time.perf_counter() - t) / n * 1e6
+    total = 0.0
+    for _ in range(n_idle):
+        def start(resolve, reject):
+            js.setTimeout(create_once_callable(lambda: resolve(time.perf_counter())), 3)
+        t0 = await js.Promise.new(create_once_callable(start))
+        total += time.perf_counter() - t0
+    return json.dumps({"hot": hot, "idle": total / n_idle * 1e6, "n": n, "nIdle": n_idle})
+
+await _bench_hops(${n}, ${nIdle})`);
+  return JSON.parse(out);
+}
+"""

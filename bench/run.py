@@ -44,6 +44,7 @@ from bench.events import bench_events  # noqa: E402
 from bench.harness import (  # noqa: E402
     BARE,
     BUSY_PY,
+    HOPS_JS,
     INIT_JS,
     JOBS_JS,
     OURS,
@@ -313,16 +314,20 @@ def request_profile(page, group, n: int = 5) -> dict[str, dict[str, float]]:
 
 
 def _jobs_page(ctx, base: str, server: str, *, python: str | None = None,
-               reference: bool = True) -> tuple[Any, int]:
+               reference: bool = True, options: dict | None = None) -> tuple[Any, int]:
     """A page of ours in ``ctx`` ready for jobs on ``server``: booted (running ``python``
-    first, before init), the input image made and, with ``reference``, the plain-JS
-    client connected. Returns the page and the input's size in bytes."""
+    first, before init), ``init()`` given ``options`` beside the server, the input image
+    made and, with ``reference``, the plain-JS client connected. Returns the page and the
+    input's size in bytes."""
     page = ctx.new_page()
     page.goto(f"{base}/_bench_ours.html")
     page.wait_for_function("window.harnessReady === true", timeout=BOOT_TIMEOUT_MS)
     if python:
         page.evaluate("async (src) => (await window.comfy.getPyodide()).runPython(src)", python)
-    page.evaluate(INIT_JS, [server])
+    if options:
+        page.evaluate("([s, o]) => window.comfy.init({servers: s, ...o})", [[server], options])
+    else:
+        page.evaluate(INIT_JS, [server])
     page.evaluate(JOBS_JS)
     size = page.evaluate("window.bench.makeInput()")
     if reference:
@@ -420,6 +425,26 @@ def step_warmth(browser, base: str, server: str, n: int = 100) -> dict | None:
         ctx.close()
 
 
+def loop_hops(browser, base: str, server: str) -> dict | None:
+    """µs from a JS promise's resolution to the awaiting Python task running, in a page as
+    shipped and in one with ``init({microtaskLoop: false})`` (Pyodide's own scheduling):
+    back to back, and after 3 ms idle as after a request."""
+    out = {}
+    try:
+        for key, on in (("on", True), ("off", False)):
+            ctx = browser.new_context()
+            try:
+                page, _ = _jobs_page(ctx, base, server, reference=False,
+                                     options={"microtaskLoop": on})
+                out[key] = page.evaluate(HOPS_JS, [2000, 200])
+            finally:
+                ctx.close()
+    except Exception as exc:  # the table is left out, not the run
+        print(f"  loop hops not measured: {exc}")
+        return None
+    return out
+
+
 def bench_jobs(browser, base: str, server: str, a: argparse.Namespace, log,
                group=None) -> dict:
     ctx = browser.new_context()
@@ -454,11 +479,29 @@ def bench_jobs(browser, base: str, server: str, a: argparse.Namespace, log,
         log(f"  one step: Python {warmth['py']['hot']:.1f} µs hot, "
             f"{warmth['py'][str(WARMTH_DELAYS_MS[-1])]:.1f} µs after "
             f"{WARMTH_DELAYS_MS[-1]} ms idle")
+    hops = loop_hops(browser, base, server)
+    if hops:
+        log(f"  asyncio wake-up after a JS answer: {hops['on']['idle']:.0f} µs, "
+            f"{hops['off']['idle']:.0f} µs with microtaskLoop false")
     return {"lat": lat, "conc": conc, "input_bytes": size, "requests": reqs, "busy": busy,
-            "segments": segments, "warmth": warmth}
+            "segments": segments, "warmth": warmth, "hops": hops}
 
 
 # --------------------------------------------------------------------------- report
+
+
+def hops_lines(h: dict) -> list[str]:
+    """The asyncio wake-up table, for BENCHMARKS.md."""
+    on, off = h["on"], h["off"]
+    return ["Waking a Python task when a JS promise resolves (each step of a job does it once "
+            "its answer is in), mean µs, as shipped (asyncio callbacks in a microtask, "
+            "`MicrotaskSoon`) and with `init({microtaskLoop: false})` (Pyodide's own "
+            "scheduling: a browser task per callback), each in a page of its own:", "",
+            "| wake-up | as shipped | `microtaskLoop: false` |", "|---|---|---|",
+            f"| back to back (`await` of a resolved promise, {on['n']} times) | "
+            f"{on['hot']:.1f} | {off['hot']:.1f} |",
+            f"| after 3 ms idle (as after a request; {on['nIdle']} times) | "
+            f"{on['idle']:.1f} | {off['idle']:.1f} |", ""]
 
 
 def warmth_lines(w: dict) -> list[str]:
@@ -531,7 +574,8 @@ def report(a, info, boot, jobs, events, scale, server_kind, server_url,
           "sequential jobs per client, interleaved with alternating order. Concurrent: "
           f"{a.rounds} batches of {' and of '.join(map(str, a.widths))} jobs started "
           "together per client "
-          "(alternating), throughput = jobs / batch wall time.",
+          "(alternating), throughput = jobs / batch wall time. *Ours* runs as shipped "
+          "(asyncio callbacks in microtasks, `MicrotaskSoon`).",
           "- **Event throughput** and **Scale**: see their sections (dev servers only: "
           "they need the dev server's flood knobs and many instances).",
           f"- **Server**: {server_kind} `{server_url}`.",
@@ -638,6 +682,8 @@ def report(a, info, boot, jobs, events, scale, server_kind, server_url,
         L += [f"| **sum of the medians** | {so:.1f} | {sj:.1f} | {so - sj:+.1f} |", ""]
     if jobs and jobs.get("warmth"):
         L += warmth_lines(jobs["warmth"])
+    if jobs and jobs.get("hops"):
+        L += hops_lines(jobs["hops"])
     if jobs and jobs.get("requests"):
         rq = jobs["requests"]
         keys = sorted(set(rq["ours"]) | set(rq["js"]))

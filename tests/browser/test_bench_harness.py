@@ -7,10 +7,19 @@ missing table; these tests make it a red test instead."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from bench import harness as H
-from bench.run import INVERT, SEGMENTS, WARMTH_DELAYS_MS, executed_message, warmth_lines
+from bench.run import (
+    INVERT,
+    SEGMENTS,
+    WARMTH_DELAYS_MS,
+    executed_message,
+    hops_lines,
+    warmth_lines,
+)
 from conftest import ROOT
 
 pytestmark = pytest.mark.browser
@@ -78,3 +87,14 @@ def test_step_warmth_runs_the_clients_functions_in_both_languages(bench_page, de
     assert sum(out["py"].values()) > 0, out
     table = "\n".join(warmth_lines(out))
     assert "| back to back |" in table and "| after 30 ms idle |" in table, table
+
+
+def test_loop_hops_times_wake_ups_with_and_without_the_microtask_loop(bench_page, devservers):
+    page = bench_page
+    page.evaluate(H.INIT_JS, [devservers.urls[0]])
+    out = page.evaluate(H.HOPS_JS, [50, 5])
+    # both loops ran their awaits to the end (a broken await would raise or hang here)
+    assert out["n"] == 50 and out["nIdle"] == 5
+    assert all(math.isfinite(out[k]) and out[k] >= 0 for k in ("hot", "idle")), out
+    table = "\n".join(hops_lines({"on": out, "off": out}))
+    assert "| after 3 ms idle" in table, table

@@ -511,8 +511,9 @@ def warmth_lines(w: dict) -> list[str]:
          "a step (decode an `executed` message, apply it to the job's state, append an audit "
          "record, build the next URL), run back to back and then once after each wait, as a "
          "job's steps run after the page waited for an answer. Ours runs the client's own "
-         "functions in Python; the reference's is the same work in JS. Mean µs per step "
-         "(100 runs per row):", "",
+         "functions in Python (its cyclic GC off while measured); the reference's is the same "
+         "work in JS. Mean µs per step, 100 runs per row (back to back: the median of 5 "
+         "batches of 100 for Python):", "",
          "| run | ours (Python) | × back to back | JS reference | × back to back |",
          "|---|---|---|---|---|",
          f"| back to back | {py['hot']:.1f} | 1.0× | {js['hot']:.2f} | 1.0× |"]

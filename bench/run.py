@@ -793,9 +793,10 @@ def report(a, info, boot, jobs, events, scale, server_kind, server_url,
         L += ["", "Python objects grow while the client fills its retention caps (the last "
               "1000 finished jobs are kept for `getTaskHistory()` and reloads, the audit log "
               "keeps 5000 records) and then stay flat; the wasm heap is a high-water mark that "
-              "never shrinks; live PyProxies are the 4 handlers (open, text, binary, close) and "
-              "WebSocket listeners the 3 listeners (open, message, close) of each open socket "
-              "(one per server).", ""]
+              "never shrinks; live PyProxies are the 4 handlers (open, text, binary, close) of "
+              "each open socket (one per server) plus the asyncio loop's one flush function "
+              "(`MicrotaskSoon`), and WebSocket listeners the 3 listeners (open, message, "
+              "close) of each open socket.", ""]
         heads += [(f"Scale: {sc['jobs']} jobs at once over {sc['servers']} servers, "
                    "job affinity", "—",
                    f"{sc['ok']}/{sc['jobs']} done in {sc['drain_ms'] / 1000:.1f} s, "

@@ -501,29 +501,27 @@ export async function getPyodide() {
   return (await ensureBoot()).pyodide;
 }
 
+// Options comfyui.js reads itself when it boots Python (the client skips them): a boolean.
+function checkBootFlag(options, name, hint) {
+  const value = options && options[name];
+  if (value !== undefined && value !== null && typeof value !== "boolean") {
+    throw new ComfyUIError({
+      name: "ConfigError",
+      code: "config_error",
+      message: `option ${name} must be true or false, got ${JSON.stringify(value)}`,
+      hint,
+    });
+  }
+}
+
 /**
  * Boot Python (once per page) and configure the pool.
  * options: {servers: [url | {url, weight, label, token}], affinity: "session" | "job", ...}
  */
 export async function init(options = {}) {
-  const cache = options && options.bootCache;
-  if (cache !== undefined && cache !== null && typeof cache !== "boolean") {
-    throw new ComfyUIError({
-      name: "ConfigError",
-      code: "config_error",
-      message: `option bootCache must be true or false, got ${JSON.stringify(cache)}`,
-      hint: "false boots without the memory snapshot kept in Cache Storage",
-    });
-  }
-  const micro = options && options.microtaskLoop;
-  if (micro !== undefined && micro !== null && typeof micro !== "boolean") {
-    throw new ComfyUIError({
-      name: "ConfigError",
-      code: "config_error",
-      message: `option microtaskLoop must be true or false, got ${JSON.stringify(micro)}`,
-      hint: "false keeps Pyodide's own asyncio scheduling (one browser task per callback)",
-    });
-  }
+  checkBootFlag(options, "bootCache", "false boots without the memory snapshot kept in Cache Storage");
+  checkBootFlag(options, "microtaskLoop",
+    "false keeps Pyodide's own asyncio scheduling (one browser task per callback)");
   await ensureBoot(options || {});
   return call("init", options);
 }

@@ -283,8 +283,6 @@ function flushStore() {
   pendingStore.clear();
 }
 
-// The per-message hot path stays on this side of the FFI where JS does it for free: every
-// crossing between Python and JS costs microseconds (see BENCHMARKS.md, event throughput).
 // Python's asyncio callbacks (see MicrotaskSoon in _browser.py): in a microtask while the
 // run of microtask-driven callbacks started under SOON_BUDGET_MS ago, else in a task of
 // their own, so Python that keeps scheduling cannot starve the page. A run starts with the
@@ -315,6 +313,8 @@ function soon(fn) {
   }
 }
 
+// The per-message hot path stays on this side of the FFI where JS does it for free: every
+// crossing between Python and JS costs microseconds (see BENCHMARKS.md, event throughput).
 const pyHelpers = {
   revive,
   soon,

@@ -552,8 +552,9 @@ class MicrotaskSoon:
     a single turn). Queued here, the callbacks run in FIFO order from one persistent
     function, in a microtask right after the JS that scheduled them (a promise's
     resolution, a message listener), before the page's next task. Measured by
-    ``python3 build.py bench``: a wake-up on a resolved promise ~27 µs instead of ~130 µs,
-    ~165 µs instead of ~213 µs after a 3 ms wait; ~0.3 ms per job over its five waits.
+    ``python3 build.py bench``: a wake-up on a resolved promise ~27 µs instead of ~135 µs,
+    and after a 3 ms wait 138-181 µs instead of 210-291 µs; ~0.35-0.55 ms per job over its
+    five waits.
 
     A page must still get its turns: comfyui.js's ``soon`` queues a microtask only while the
     run of microtask-driven callbacks started less than 4 ms ago, then a task, so Python

@@ -1,4 +1,6 @@
-"""Access to the recorded real ComfyUI 0.33 traffic kept beside the repo in ``../shared``.
+"""Access to the recorded real ComfyUI 0.33 traffic, kept in the repo under
+``tests/data/comfyui-traffic`` (a copy of the team's recordings, so a clone with nothing
+beside it runs every test).
 
 Tests parse these recordings instead of inventing server behaviour: the pure protocol
 layer is fed every recorded message, and the dev server is compared against them.
@@ -18,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def traffic_dir() -> Path:
     env = os.environ.get("COMFYUI_TRAFFIC_DIR")
-    path = Path(env) if env else REPO.parent / "shared" / "comfyui-traffic"
+    path = Path(env) if env else REPO / "tests" / "data" / "comfyui-traffic"
     if not path.is_dir():
         raise FileNotFoundError(
             f"recorded ComfyUI traffic not found at {path}; "

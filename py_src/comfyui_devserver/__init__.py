@@ -1,7 +1,7 @@
 """A ComfyUI-compatible dev/test server for the host side (never shipped to the page).
 
 It gives the browser tests and the demo a real peer on 127.0.0.1 that speaks the protocol
-as recorded from a real ComfyUI 0.33 (``../shared/comfyui-traffic``): the same routes
+as recorded from a real ComfyUI 0.33 (``tests/data/comfyui-traffic``): the same routes
 (also under ``/api``), validation errors, WebSocket event order and routing, binary preview
 frames, origin/CORS rules, and the history-after-success race. Model-free nodes really run
 on pixels with Pillow. Per instance it keeps a request log and fault hooks so tests can

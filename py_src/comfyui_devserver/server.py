@@ -1,7 +1,7 @@
 """One ComfyUI-compatible server instance on aiohttp: routes, queue, sockets, faults.
 
 The HTTP surface copies ComfyUI 0.33's ``server.py`` as recorded in
-``../shared/comfyui-traffic``: every route also under ``/api``, the origin-only middleware
+``tests/data/comfyui-traffic``: every route also under ``/api``, the origin-only middleware
 (or the CORS one), the plain-text 500 of a non-JSON body, ``/view`` and the upload rules.
 WebSocket messages leave through one outbox drained by one task, like the real server's
 ``publish_loop``, so the worker never waits on a slow socket and messages keep their order.

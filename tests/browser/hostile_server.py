@@ -5,7 +5,7 @@ ever parsed it as HTML.
 
 Used by the demo's injection test: the page must show these strings as text, and nothing a
 server sends may execute. Bodies and WS message sequences come from
-``../shared/comfyui-traffic`` (``invert_success``, ``execution_error``, ``node_errors_400``,
+``tests/data/comfyui-traffic`` (``invert_success``, ``execution_error``, ``node_errors_400``,
 ``cors_enabled``), with the client's own ``prompt_id`` and client id put back in; only the
 strings are poisoned, so the protocol is what a real ComfyUI 0.33 speaks.
 

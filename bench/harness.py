@@ -273,7 +273,7 @@ async ([w, n]) => {
 # above never run with it.
 BUSY_PY = r"""
 import asyncio as _aio, time as _time, collections as _col
-from comfyui_client import _browser as _bb, client as _bc
+from comfyui_client import _browser as _bb, channels as _bch
 _bench_busy = _col.defaultdict(float)
 
 def _bench_timed(owner, name, bucket):
@@ -290,8 +290,8 @@ def _bench_timed(owner, name, bucket):
 
 _bench_timed(_aio.Handle, "_run", "callbacks")
 _bench_timed(_bb.Bridge, "start", "callbacks")
-_bench_timed(_bc.PoolClient, "_on_ws_text", "ws")
-_bench_timed(_bc.PoolClient, "_on_ws_binary", "ws")
+_bench_timed(_bch.Channels, "on_text", "ws")
+_bench_timed(_bch.Channels, "on_binary", "ws")
 """
 
 # Added to every boot page's context: when Pyodide's main wasm module was instantiated

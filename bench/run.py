@@ -733,7 +733,7 @@ def report(a, info, boot, jobs, events, scale, server_kind, server_url,
             L += [f"| `{k}` | {v:.1f} |" for k, v in bd.items()]
             L += ["", "The progress sender is the client's own callback path for these "
                   "messages: the job's fixed values went to a JS closure once, and per message "
-                  "only the five that move cross (`PoolClient._emit_progress`); comfyui.js builds "
+                  "only the five that move cross (`JobBook.emit_progress`); comfyui.js builds "
                   "the object. Not in the table: the crossing from the socket's JS listener into "
                   "Python (one call with the message text, ~2-3 µs) and the client's routing "
                   "between the steps.", ""]

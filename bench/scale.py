@@ -101,7 +101,7 @@ _t0 = _t.perf_counter()
 for _i in range(${n}):
     _c.select()
 _us = (_t.perf_counter() - _t0) / ${n} * 1e6
-_inflight = sum(_c._inflight().values())
+_inflight = sum(_c.book.inflight().values())
 del _c
 [_us, _inflight]`).toJs();
   };

@@ -450,7 +450,8 @@ def test_progress_callbacks_built_in_js_equal_the_json_ones(booted_page):
       const run = py.runPython(`
 import dataclasses
 from comfyui_client import _browser as b, jobs as J
-from comfyui_client.client import ClientOptions, JobRecord, PoolClient
+from comfyui_client.client import ClientOptions, PoolClient
+from comfyui_client.records import JobRecord
 def run(fn):
     client = PoolClient(b.BrowserTransport(), ["http://a:1"], ClientOptions(persist=False))
     empty = J.new_job("j", "http://a:1", now=0.0)
@@ -463,7 +464,7 @@ def run(fn):
     for job, kind in ((full, "progress"), (empty, "progress_state"), (half, "progress"),
                       (renamed, "progress_state")):
         rec.job = job
-        client._emit_progress(rec, kind)                               # the JS-built path
+        client.book.emit_progress(rec, kind)                           # the JS-built path
         fn(b._plain_for_callback({"event": kind, **J.progress_to_dict(job)}))  # JSON path
         senders.append(rec.sender)
     return len({id(s) for s in senders})

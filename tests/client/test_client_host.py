@@ -13,8 +13,9 @@ import pytest
 from PIL import Image
 
 from comfyui_client._host import HostTransport
-from comfyui_client.client import SESSION_KEY, ClientOptions, PoolClient
+from comfyui_client.client import ClientOptions, PoolClient
 from comfyui_client.errors import ServerMismatch
+from comfyui_client.persistence import SESSION_KEY
 from comfyui_devserver import DevServer
 
 INVERT = {
@@ -75,10 +76,10 @@ def test_session_lock_holds_through_a_ws_drop_and_is_released_after_the_last_tas
             assert res["server"] == a.url
             assert _colour(res["images"][0]) == (245, 235, 225)
             assert any(r["kind"] == "ws_drop" for r in a.request_log)
-            assert c.channels[a.url].reconnects >= 1
+            assert c.channels.get(a.url).reconnects >= 1
             assert not [r for r in b.request_log if r.get("prompt_id") == res["promptId"]]
-            assert c.lock.locked_server is None and not c.lock.pending
-            assert [e["event"] for e in c.lock_log][-1] == "released"
+            assert c.routing.lock.locked_server is None and not c.routing.lock.pending
+            assert [e["event"] for e in c.routing.lock_log][-1] == "released"
             assert c.consistency()["consistent"] is True
             await c.close()
 
@@ -90,7 +91,7 @@ def test_session_refuses_a_call_for_another_server_while_locked():
         async with _env_and_servers() as (env, (a, b)):
             c = PoolClient(env, [a.url, b.url], ClientOptions(affinity="session"))
             await c.ensure_connection()
-            assert c.lock.locked_server == a.url
+            assert c.routing.lock.locked_server == a.url
             before = len(b.request_log)
             with pytest.raises(ServerMismatch) as err:
                 await c.upload(_png((1, 2, 3)), filename="x.png", server=b.url)
@@ -239,7 +240,7 @@ def test_a_502_that_persists_fails_the_job_with_a_clear_error():
             assert "502" in str(err.value) and a.url in str(err.value)
             assert "HTML" in str(err.value)
             assert not a.prompt_counts
-            assert c.lock.locked_server is None, "a failed job does not keep the lock"
+            assert c.routing.lock.locked_server is None, "a failed job does not keep the lock"
             await c.close()
 
     run(main())
@@ -253,15 +254,15 @@ def test_a_server_that_dies_mid_job_ends_it_with_server_lost_by_the_deadline():
             opts = ClientOptions(affinity="job", job_deadline_s=1.0, stall_check_s=0.3)
             c = PoolClient(env, [a.url], opts)
             job = asyncio.ensure_future(_process(c, (5, 5, 5)))
-            while not any(r.job.state == "running" for r in c.records.values()):
+            while not any(r.job.state == "running" for r in c.book.records.values()):
                 await asyncio.sleep(0.02)
             await a.stop()  # killed mid-job: no close handshake for its jobs
             with pytest.raises(ServerLost) as err:
                 await asyncio.wait_for(job, 15)
             assert a.url in str(err.value)
-            [rec] = c.records.values()
+            [rec] = c.book.records.values()
             assert rec.job.state == "server_lost"
-            assert not c.lock.pending
+            assert not c.routing.lock.pending
             await c.close()
 
     run(main())
@@ -294,7 +295,7 @@ def test_a_reopened_socket_the_server_rejects_once_is_reopened_again():
             a.faults.reject_ws_reopen_once = True
             res = await _process(c, (30, 30, 30))
             assert _colour(res["images"][0]) == (225, 225, 225)
-            assert c.channels[a.url].reconnects >= 2, "rejected once, then reopened"
+            assert c.channels.get(a.url).reconnects >= 2, "rejected once, then reopened"
             assert a.prompt_counts == {res["promptId"]: 1}
             await c.close()
 
@@ -354,14 +355,14 @@ def test_old_step_by_step_calls_keep_one_job_on_one_server(affinity):
             api = PageApi(env)
             await api.js_init({"servers": [a.url, b.url], "affinity": affinity})
             # make the second server the less loaded one for job mode's selection
-            api.client.pool = api.client.pool.queue_update(a.url, 3)
+            api.client.health.queue_update(a.url, 3)
             up = await api.js_uploadImageToComfyUI(_png((40, 80, 120)), {"filename": "s.png"})
             graph = {**INVERT, "1": {"class_type": "LoadImage", "inputs": {"image": up["name"]}}}
             # job mode: make the OTHER server look idler now; the submit must still follow
             # the file, not the selection
             other = a.url if up["server"] == b.url else b.url
-            api.client.pool = api.client.pool.queue_update(up["server"], 5)
-            api.client.pool = api.client.pool.queue_update(other, 0)
+            api.client.health.queue_update(up["server"], 5)
+            api.client.health.queue_update(other, 0)
             sub = await api.js_submitWorkflow(graph)
             assert sub["server"] == up["server"]
             done = await api.js_waitForCompletion(sub["promptId"])
@@ -383,16 +384,16 @@ def test_reconfiguring_the_pool_keeps_jobs_in_flight_on_their_server():
     async def main():
         async with _env_and_servers(node_delay_s=0.3) as (env, (a, b)):
             c = PoolClient(env, [a.url, b.url], ClientOptions(affinity="job"))
-            c.pool = c.pool.queue_update(a.url, 4)  # steer the first job to b
+            c.health.queue_update(a.url, 4)  # steer the first job to b
             first = asyncio.ensure_future(_process(c, (0, 0, 255)))
-            while not any(r.job.state == "running" for r in c.records.values()):
+            while not any(r.job.state == "running" for r in c.book.records.values()):
                 await asyncio.sleep(0.02)
             changes = c.reconfigure([a.url])  # b removed while its job runs
             assert changes["removed"] == [b.url]
             res = await first
             assert res["server"] == b.url
             assert _colour(res["images"][0]) == (255, 255, 0)
-            assert c.pool.select().url == a.url
+            assert c.health.pool.select().url == a.url
             later = await _process(c, (255, 0, 0))
             assert later["server"] == a.url
             assert c.consistency()["consistent"] is True
@@ -427,19 +428,19 @@ def test_a_server_killed_before_a_job_started_moves_it_only_with_failover(failov
             opts = ClientOptions(affinity="job", failover=failover, job_deadline_s=1.0,
                                  stall_check_s=0.3, poll_interval_s=0.2)
             c = PoolClient(env, [a.url, b.url], opts)
-            c.pool = c.pool.queue_update(b.url, 10)  # steer both jobs to a
+            c.health.queue_update(b.url, 10)  # steer both jobs to a
             api = PageApi(env)
             api.client = c
             first = asyncio.ensure_future(api.js_processImage(TWO_SAVES, _png((9, 9, 9)),
                                                               {"imageNode": "1"}))
-            while not any(r.job.state == "running" for r in c.records.values()):
+            while not any(r.job.state == "running" for r in c.book.records.values()):
                 await asyncio.sleep(0.02)
             second = asyncio.ensure_future(api.js_processImage(INVERT, _png((40, 50, 60))))
-            while not (any(r.job.outputs for r in c.records.values())
-                       and any(r.job.state == "queued" for r in c.records.values())):
+            while not (any(r.job.outputs for r in c.book.records.values())
+                       and any(r.job.state == "queued" for r in c.book.records.values())):
                 await asyncio.sleep(0.02)
-            started = next(r for r in c.records.values() if r.job.outputs)
-            waiting = next(r for r in c.records.values() if r.job.state == "queued")
+            started = next(r for r in c.book.records.values() if r.job.outputs)
+            waiting = next(r for r in c.book.records.values() if r.job.state == "queued")
             assert started.job.server == waiting.job.server == a.url
             old_pid = waiting.job.prompt_id
             await a.stop()
@@ -464,9 +465,9 @@ def test_a_server_killed_before_a_job_started_moves_it_only_with_failover(failov
                 moves = [r for r in c.audit.records(job=res["promptId"]) if r.method == "MOVE"]
                 assert len(moves) == 1 and a.url in moves[0].path and old_pid in moves[0].path
                 assert moves[0].server == b.url
-                new_rec = c.records[res["promptId"]]
+                new_rec = c.book.records[res["promptId"]]
                 assert new_rec.job.job_id == waiting.job.job_id, "same job, new attempt"
-                assert c.records[old_pid].job.state == "moved"
+                assert c.book.records[old_pid].job.state == "moved"
                 assert not [r for r in a.request_log if r.get("prompt_id") == res["promptId"]]
             # no request of the lost attempts ever went to b, and nothing was downloaded
             # from b that b did not make
@@ -503,7 +504,7 @@ def test_a_hostile_websocket_peer_cannot_break_a_job_or_flood_the_log():
             c = PoolClient(env, [a.url], ClientOptions(affinity="job",
                                                        max_message_bytes=64 * 1024))
             lines: list[str] = []
-            c._log = lines.append
+            c.console.sink = lines.append
             a.faults.ws_junk = [
                 "<html><body><h1>502 Bad Gateway</h1></body></html>",
                 '{"type": "progress", "data": ',
@@ -525,7 +526,7 @@ def test_a_hostile_websocket_peer_cannot_break_a_job_or_flood_the_log():
             for needle in ("malformed text", "oversized text", "truncated binary",
                            "mystery_event"):
                 assert sum(needle in line for line in lines) == 1, (needle, lines)
-            assert c.records[res["promptId"]].job.state == "succeeded"
+            assert c.book.records[res["promptId"]].job.state == "succeeded"
             await c.close()
 
     run(main())
@@ -600,7 +601,7 @@ def test_a_server_that_names_the_job_itself_and_finishes_it_before_answering(aff
             posted = [r for r in a.request_log if r.get("path") == "/prompt"
                       and r.get("method") == "POST"]
             assert posted and posted[-1]["prompt_id"] == res["promptId"], "the server's name"
-            rec = c.records[res["promptId"]]
+            rec = c.book.records[res["promptId"]]
             assert rec.job.state == "succeeded"
             # every message of the job reached it, in order, ending with executing{node: null}
             assert rec.events[0] == "execution_start", rec.events
@@ -613,7 +614,7 @@ def test_a_server_that_names_the_job_itself_and_finishes_it_before_answering(aff
 
 
 def test_messages_kept_for_an_unknown_job_are_bounded_and_progress_runs_collapse():
-    from comfyui_client.client import ServerChannel
+    from comfyui_client.channels import ServerChannel
     from comfyui_client.protocol import events as ev
 
     chan = ServerChannel(None, "http://127.0.0.1:1")  # type: ignore[arg-type]
@@ -658,7 +659,7 @@ def test_self_test_passes_on_a_server_that_names_jobs_itself(affinity):
                           and r.get("method") == "POST"]
                 assert [r["prompt_id"] for r in posted] == [entry["promptId"]]
                 assert entry["requests"] >= 4  # upload, prompt, history, view
-            assert c.lock.locked_server is None and not c.lock.pending
+            assert c.routing.lock.locked_server is None and not c.routing.lock.pending
     run(main())
 
 
@@ -679,7 +680,7 @@ def test_interrupting_a_queued_job_never_stops_the_one_running(untargeted):
             graph = {**INVERT, "1": {"class_type": "LoadImage", "inputs": {"image": up["name"]}}}
             first = await api.js_submitWorkflow(graph)
             second = await api.js_submitWorkflow(graph)
-            while c.records[first["promptId"]].job.state != "running":
+            while c.book.records[first["promptId"]].job.state != "running":
                 await asyncio.sleep(0.02)
             out = await api.js_interrupt(second["promptId"])
             assert out["interrupted"] is True
@@ -699,7 +700,7 @@ def test_interrupting_a_queued_job_never_stops_the_one_running(untargeted):
             up = await api.js_uploadImageToComfyUI(_png((4, 5, 6)), {"filename": "r.png"})
             graph = {**INVERT, "1": {"class_type": "LoadImage", "inputs": {"image": up["name"]}}}
             third = await api.js_submitWorkflow(graph)
-            while c.records[third["promptId"]].job.state != "running":
+            while c.book.records[third["promptId"]].job.state != "running":
                 await asyncio.sleep(0.02)
             await api.js_interrupt(third["promptId"])
             with pytest.raises(Exception) as err:

@@ -25,6 +25,7 @@ __all__ = [
     "load_image_nodes",
     "load_image_nodes_inputs",
     "new_prompt_id",
+    "pick_image_node",
     "set_input",
     "unique_upload_name",
     "validate_filename",
@@ -209,6 +210,26 @@ def load_image_nodes(workflow: Mapping[str, Any]) -> list[str]:
         for node_id, node in workflow.items()
         if isinstance(node, Mapping) and node.get("class_type") in LOAD_IMAGE_CLASSES
     ]
+
+
+def pick_image_node(workflow: Mapping[str, Any], node: str | None) -> str:
+    """The load-image node a job's uploaded file feeds: ``node`` if it is in the workflow,
+    else the workflow's only LoadImage node. Raises ``InvalidInputError`` listing the
+    candidates when there is none, several, or ``node`` is not in the workflow."""
+    candidates = load_image_nodes(workflow)
+    if node is None:
+        if len(candidates) != 1:
+            raise InvalidInputError(
+                f"the workflow has {len(candidates)} LoadImage nodes "
+                f"({', '.join(candidates) or 'none'}): pass imageNode to pick one"
+            )
+        return candidates[0]
+    if node not in workflow:
+        raise InvalidInputError(
+            f"imageNode {node!r} is not a node of the workflow "
+            f"(LoadImage nodes: {', '.join(candidates) or 'none'})"
+        )
+    return node
 
 
 def load_image_nodes_inputs(workflow: Any) -> list[str]:

@@ -1,0 +1,541 @@
+"""One job's life, from upload to download, on one server: ``JobLifecycle.run_job``.
+
+``run_job`` is the whole life in one call (what ``processImage`` and the consistency self
+test run): pick the server and pin the job to it, open its socket, upload the input under
+a name of the job's own, point the workflow's load-image node at it, submit with a prompt
+id chosen here, wait for the server to be done, fetch the history and every output image,
+and — with failover on — run it again elsewhere when its server was lost before it
+started. Every request of it passes ``HttpGate.send`` for the job, so it cannot leave the
+job's server. The steps are public on their own too (the old module's step-by-step calls:
+``upload``, ``submit``, ``wait``, ``history``, ``fetch_outputs``, ``image``, ``interrupt``,
+``release``).
+
+While it waits, a job whose socket went quiet is checked over HTTP (``check_stalled``),
+and after a reconnect what the socket missed is read from history (``reconcile``). Every
+failure ends through ``JobEndings.fail``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from . import jobs as jobs_mod
+from . import pool as pool_mod
+from .channels import Channels
+from .endings import JobEndings
+from .errors import (
+    BadResponse,
+    ComfyClientError,
+    InvalidInputError,
+    JobInterrupted,
+    JobLost,
+    ServerLost,
+    ServerUnreachable,
+)
+from .gate import HttpGate
+from .health import HealthMonitor
+from .options import ClientOptions
+from .persistence import SessionStore
+from .protocol import events as ev
+from .protocol import requests as rq
+from .protocol import responses as rs
+from .protocol import workflow as wf
+from .records import JobBook, JobRecord
+from .routing import Routing
+
+
+class JobLifecycle:
+    """A job's life and its steps (see the module doc)."""
+
+    def __init__(self, env: Any, options: ClientOptions, *, gate: HttpGate,
+                 health: HealthMonitor, routing: Routing, channels: Channels, book: JobBook,
+                 store: SessionStore, endings: JobEndings) -> None:
+        self.env, self.options, self.log = env, options, endings.log
+        self.gate, self.health, self.routing, self.channels = gate, health, routing, channels
+        self.book, self.store, self.endings = book, store, endings
+
+    @property
+    def session(self) -> bool:
+        return self.options.affinity == "session"
+
+    # ------------------------------------------------------------------ the whole life
+
+    async def run_job(
+        self,
+        workflow: Any,
+        file: Any,
+        *,
+        image_node: str | None = None,
+        filename: str = "image.png",
+        content_type: str = "image/png",
+        size: int | None = None,
+        prompt_id: str | None = None,
+        on_progress: Any = None,
+        on_preview: Any = None,
+        server: str | None = None,
+    ) -> dict[str, Any]:
+        """Upload -> set the load-image input -> submit -> wait -> history -> images, all on
+        the job's one server; returns ``{promptId, server, images, history, upload,
+        movedFrom}``.
+
+        ``server`` pins the job to that server *outside* the session lock (the self test
+        runs one job per server so, without moving the lock or waiting for it). The
+        uploaded name is made unique per job, so concurrent jobs never read each other's
+        input whatever file names callers pass. A cancelled call releases its job."""
+        graph = wf.validate_workflow(workflow)
+        node = wf.pick_image_node(graph, image_node)
+        pid = prompt_id or wf.new_prompt_id()
+        callbacks = {"onProgress": on_progress, "onPreview": on_preview}
+        if server is not None:
+            rec = self._create(pid, server, graph, callbacks, hold_lock=False)
+        elif self.session:
+            await self.routing.connect()
+            target = self.routing.server_for_new_job(None, None)
+            rec = self._create(pid, target, graph, callbacks)
+        else:
+            # select and pin in one step (no await between), so concurrent calls see each
+            # other's in-flight jobs and spread out
+            rec = self._create(pid, self.routing.select(), graph, callbacks)
+            # this call holds the input file, so it alone can re-run the job elsewhere
+            rec.can_move = self.options.failover != "off"
+        upload = {"file": file, "filename": filename, "content_type": content_type,
+                  "size": size}
+        while True:
+            try:
+                up, rec, images = await self._attempt(rec, graph, node, upload,
+                                                      outside_lock=server is not None)
+                break
+            except ComfyClientError as exc:
+                if not self.book.finished(rec):
+                    self.endings.fail(rec, exc, "failed")
+                if rec.job.state != jobs_mod.MOVED:
+                    raise
+                rec = self.move(rec, callbacks)  # failover: same job, new attempt elsewhere
+            except asyncio.CancelledError:
+                if not self.book.finished(rec):
+                    self.release(rec.job.prompt_id)
+                raise
+        return {"promptId": rec.job.prompt_id, "server": rec.job.server, "images": images,
+                "history": rec.history.raw if rec.history else None,
+                "upload": up, "movedFrom": list(rec.moved_from)}
+
+    async def _attempt(self, rec: JobRecord, graph: dict[str, Any], node: str,
+                       upload: dict[str, Any], *, outside_lock: bool,
+                       ) -> tuple[dict[str, Any], JobRecord, list[Any]]:
+        """One attempt of ``run_job`` on the record's server: every step on that server."""
+        pid = rec.job.prompt_id
+        if outside_lock:
+            await self.channels.open(rec.job.server, locks=False)
+        elif not self.session:
+            await self.connect_for_job(rec)
+        unique = wf.unique_upload_name(upload["filename"], pid)
+        up = await self.upload(upload["file"], filename=unique, overwrite=True,
+                               content_type=upload["content_type"], size=upload["size"],
+                               job=pid)
+        graph = wf.set_input(graph, node, "image", up["name"] if not up["subfolder"]
+                             else f"{up['subfolder']}/{up['name']}")
+        # a server that names jobs itself renames ours: follow the record
+        rec = await self.submit(graph, record=rec)
+        rec = await self.wait(rec.job.prompt_id)
+        images = await self.fetch_outputs(rec.job.prompt_id)
+        return up, rec, images
+
+    def _create(
+        self, prompt_id: str, server: str, workflow: Any, callbacks: dict[str, Any],
+        *, hold_lock: bool = True, job_id: str | None = None,
+    ) -> JobRecord:
+        """A new job pinned to ``server`` (holding the session lock unless ``hold_lock`` is
+        False), saved in the tab's job map."""
+        job = jobs_mod.new_job(job_id or prompt_id, server, now=self.env.wall_time(),
+                               workflow=workflow, prompt_id=prompt_id)
+        rec = JobRecord(job=job, workflow=workflow)
+        rec.on_progress = callbacks.get("onProgress")
+        rec.on_preview = callbacks.get("onPreview")
+        rec.last_message_at = self.env.now()
+        self.book.add(rec)
+        self.routing.pin(prompt_id, server, hold_lock=hold_lock)
+        self.store.save(self.book)
+        for dropped in self.book.trim():
+            self.routing.unpin(dropped)
+        return rec
+
+    def revive(self, prompt_id: str, server: str) -> JobRecord:
+        """A job the previous page of this tab left in flight (after a reload): pinned
+        again to its server and waited for as a submitted job."""
+        rec = self._create(prompt_id, server, None, {})
+        rec.job = jobs_mod.mark(rec.job, "submitting", now=self.env.wall_time())
+        rec.job = jobs_mod.submitted(rec.job, now=self.env.wall_time())
+        return rec
+
+    def move(self, rec: JobRecord, callbacks: dict[str, Any]) -> JobRecord:
+        """Failover: a new attempt of the same job (same ``job_id``) under a new prompt id on
+        another server, with an explicit MOVE record in the audit trail.
+
+        A new prompt id, not the old one: the lost server may come back and still run its
+        copy; with distinct ids each server's history, outputs and our pins stay
+        unambiguous, and no prompt id ever has requests on two servers."""
+        assert rec.job.state == "moved"
+        old_server, old_pid = rec.job.server, rec.job.prompt_id
+        target = rec.move_target  # chosen by the failover decision in JobEndings.fail
+        if target is None or rec.error is None:
+            raise rec.error or ServerLost("no server to move to", server=old_server,
+                                          prompt_id=old_pid)
+        new_pid = rq.new_prompt_id()
+        new = self._create(new_pid, target, rec.workflow, callbacks, job_id=rec.job.job_id)
+        new.can_move = True
+        new.moves = rec.moves + 1
+        new.moved_from = [*rec.moved_from, {"server": old_server, "promptId": old_pid}]
+        self.gate.record(target, new_pid, "MOVE",
+                         f"failover of job {rec.job.job_id}: {old_server} (prompt {old_pid}) "
+                         f"-> {target} (prompt {new_pid}), lost before it started", "moved")
+        self.log(f"job {rec.job.job_id} moved from {old_server} to {target}")
+        self.book.emit_job(new, "moved", fromServer=old_server, fromPromptId=old_pid)
+        return new
+
+    # ------------------------------------------------------------------ steps
+
+    async def upload(
+        self,
+        file: Any,
+        *,
+        filename: str,
+        subfolder: str = "",
+        overwrite: bool = False,
+        image_type: str = "input",
+        content_type: str = "image/png",
+        size: int | None = None,
+        server: str | None = None,
+        job: str | None = None,
+    ) -> dict[str, Any]:
+        """POST /upload/image. Always returns the server's name for the file (it may rename)."""
+        routing = self.routing
+        if job is not None:
+            target = routing.pins.server_of(job)  # unknown: the gate refuses, naming it
+        elif server is not None:
+            target = pool_mod.server_key(server)
+        else:
+            target = routing.api_base()
+            if self.session:
+                await routing.connect(target)
+                target = routing.lock.locked_server or target
+        limit = self.health.max_upload_size(target)
+        if size is not None and limit and size > limit:
+            raise rs.upload_too_large(target, size=size, limit=limit, prompt_id=job)
+        req = rq.upload_image(
+            file, filename=filename, subfolder=subfolder, image_type=image_type,
+            overwrite=overwrite, content_type=content_type,
+        )
+        resp = await self.gate.send(target, req, job=job, operation="upload",
+                                    timeout=self.options.upload_timeout_s)
+        result = self.gate.parse(rs.parse_upload, resp, target, job, max_upload_size=limit)
+        routing.note_upload(result.name, target)
+        return {"name": result.name, "subfolder": result.subfolder, "type": result.type,
+                "server": target}
+
+    async def submit(
+        self,
+        workflow: Any,
+        *,
+        prompt_id: str | None = None,
+        server: str | None = None,
+        on_progress: Any = None,
+        on_preview: Any = None,
+        record: JobRecord | None = None,
+    ) -> JobRecord:
+        """POST /prompt with a client-chosen prompt id, recorded job -> server BEFORE the POST."""
+        graph = wf.validate_workflow(workflow)
+        if record is None:
+            if self.session:
+                await self.routing.connect()
+            pid = prompt_id or rq.new_prompt_id()
+            known = self.book.get(pid)
+            if known is not None and not self.book.finished(known):
+                raise InvalidInputError(f"prompt id {pid} is already running on "
+                                        f"{known.job.server}")
+            # choose and pin without an await in between: concurrent submits then see each
+            # other as in-flight load
+            target = self.routing.server_for_new_job(server, graph)
+            record = self._create(pid, target, graph,
+                                  {"onProgress": on_progress, "onPreview": on_preview})
+            if not self.session:
+                await self.connect_for_job(record)
+        pid, target = record.job.prompt_id, record.job.server
+        record.workflow = graph
+        record.job = jobs_mod.mark(record.job, "submitting", now=self.env.wall_time())
+        chan = self.channels.get(target)
+        if chan is not None:
+            chan.submit_started()
+        try:
+            try:
+                accepted = await self._post_prompt(target, graph, pid)
+            except ComfyClientError as exc:
+                self.endings.fail(record, exc,
+                                  "rejected" if exc.code == "invalid_workflow" else "failed")
+                raise
+            if accepted.prompt_id and accepted.prompt_id != pid:
+                # An older server ignored our id: adopt its id, keeping the same server,
+                # and apply what it said under that id before its answer came, in order.
+                record = self._adopt(record, accepted.prompt_id)
+                for event, kind in (chan.claim(accepted.prompt_id) if chan is not None
+                                    else ()):
+                    self.book.apply(record, event, kind)
+        finally:
+            if chan is not None:
+                chan.submit_done()
+        record.job = jobs_mod.submitted(record.job, number=accepted.number,
+                                        now=self.env.wall_time())
+        self.book.emit_job(record, "queued")
+        return record
+
+    async def connect_for_job(self, rec: JobRecord) -> None:
+        """Job mode: the socket to the job's server. When the socket cannot open but HTTP
+        answers (a proxy that blocks WebSockets), the job still runs: its state is polled
+        and progress is reported as coarse states. Otherwise the job fails."""
+        server = rec.job.server
+        try:
+            await self.routing.connect(server)
+            return
+        except ComfyClientError as exc:
+            ws_error = exc
+        try:
+            resp = await self.gate.send(server, rq.get_prompt_queue(), job=rec.job.prompt_id,
+                                        operation="polling fallback")
+            self.gate.parse(rs.parse_prompt_info, resp, server, rec.job.prompt_id)
+        except ComfyClientError:
+            self.endings.fail(rec, ws_error, "failed")
+            raise ws_error from None
+        self.log(f"WebSocket to {server} unavailable ({ws_error.message}); "
+                 f"job {rec.job.prompt_id} continues by polling")
+
+    async def _post_prompt(self, target: str, graph: dict[str, Any], pid: str) -> Any:
+        """POST /prompt, retried once when it may not have reached ComfyUI (no answer, or a
+        proxy's 502/503/504) or its 2xx answer cannot be read (a proxy mangled the body) —
+        but only after asking the server whether it already knows our client-chosen id, so a
+        retry never creates a second job."""
+        req = rq.post_prompt(graph, client_id=self.store.client_id, prompt_id=pid)
+        known = rs.PromptAccepted(prompt_id=pid, number=None, node_errors={})
+        for attempt in range(2):
+            last = attempt == 1
+            try:
+                resp = await self.gate.send(target, req, job=pid, operation="submit")
+            except ServerUnreachable:
+                if last:
+                    raise
+            else:
+                if resp.status not in (502, 503, 504) or last:
+                    try:
+                        return self.gate.parse(rs.parse_prompt_response, resp, target, pid)
+                    except BadResponse:
+                        if not 200 <= resp.status < 300:
+                            raise
+                        # ComfyUI may have queued it: ask, never resubmit blindly
+                        if await self._server_knows(target, pid):
+                            return known
+                        if last:
+                            raise
+                        continue  # nothing queued under our id: resubmitting it is safe
+            await self.env.sleep(self.options.reconnect.delay(1, self.env.random()))
+            if await self._server_knows(target, pid):
+                return known
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _server_knows(self, server: str, pid: str) -> bool:
+        resp = await self.gate.send(server, rq.get_queue(), job=pid, operation="submit check")
+        if self.gate.parse(rs.parse_queue, resp, server, pid).contains(pid):
+            return True
+        return await self.history(pid, retry=False) is not None
+
+    def _adopt(self, rec: JobRecord, new_id: str) -> JobRecord:
+        """The server named the job ``new_id``: the record, its pin, the lock's hold and
+        its audit trail follow the name."""
+        old = rec.job.prompt_id
+        self.book.pop(old)
+        self.routing.rename(old, new_id, rec.job.server)
+        rec.job = jobs_mod.rename(rec.job, new_id)
+        self.book.add(rec)
+        self.gate.audit.rename(old, new_id)
+        self.store.save(self.book)
+        return rec
+
+    def record_of(self, prompt_id: str) -> JobRecord:
+        """The job's record; a job finished before a page reload gets one (its server is
+        known, nothing is in flight). Unknown ids are refused."""
+        rec = self.book.get(prompt_id)
+        done_on = self.store.done_server(prompt_id) if rec is None else None
+        if done_on is not None:
+            job = jobs_mod.new_job(prompt_id, done_on, now=self.env.wall_time())
+            rec = JobRecord(job=jobs_mod.released(job, now=self.env.wall_time()),
+                            settled="released")
+            self.book.add(rec)
+        if rec is None:
+            raise InvalidInputError(
+                f"unknown prompt id {prompt_id!r}",
+                hint="pass the promptId returned by submitWorkflow/processImage",
+            )
+        return rec
+
+    async def wait(self, prompt_id: str) -> JobRecord:
+        """Wait until the server is done with the job, then fetch its history (and retry an
+        empty one: ``execution_success`` is sent before history is written)."""
+        rec = self.record_of(prompt_id)
+        while rec.settled is None:
+            # without a live socket nothing will tell us: poll over HTTP at a faster pace
+            live = self.channels.is_open(rec.job.server)
+            interval = self.options.stall_check_s if live else self.options.poll_interval_s
+            if not await self.book.until_done(rec, interval):
+                await self.check_stalled(rec)
+        if rec.error is not None:
+            raise rec.error
+        if rec.job.state in ("failed", "interrupted"):
+            raise self.endings.job_error(rec)
+        if rec.history is None:
+            rec.history = await self.history(prompt_id, retry=True)
+        return rec
+
+    async def check_stalled(self, rec: JobRecord) -> None:
+        """No WS message for a while: ask the server over HTTP instead of guessing."""
+        server, pid = rec.job.server, rec.job.prompt_id
+        chan = self.channels.get(server)
+        try:
+            entry = await self.history(pid, retry=False)
+        except ComfyClientError:
+            # neither socket nor HTTP: the deadline clock runs
+            if chan is not None:
+                if chan.unreachable_since is None:
+                    chan.unreachable_since = self.env.now()
+                self.endings.expire_jobs_on(server, chan.unreachable_since)
+            return
+        if chan is not None and chan.state != "open":
+            # HTTP answers, only the socket is gone (a proxy blocking WebSockets): the job
+            # goes on by polling and the ServerLost deadline does not run
+            chan.unreachable_since = None
+        if entry is not None:
+            self._finish_from_history(rec, entry)
+            return
+        try:
+            resp = await self.gate.send(server, rq.get_queue(), job=pid, operation="stall check")
+            queue = self.gate.parse(rs.parse_queue, resp, server, pid)
+        except ComfyClientError:
+            return
+        if pid in queue.running and rec.job.state in ("queued", "submitting"):
+            # what execution_start would have said over the socket
+            rec.job = jobs_mod.apply_event(
+                rec.job, ev.ExecutionStart(prompt_id=pid, timestamp=None),
+                now=self.env.wall_time())
+            self.book.emit_job(rec, "polled")
+        if not queue.contains(pid):
+            # Neither queued nor in history: one last history read covers the write race.
+            entry = await self.history(pid, retry=True)
+            if entry is not None:
+                self._finish_from_history(rec, entry)
+            else:
+                self.endings.fail(rec, JobLost(
+                    "the server no longer knows this job (restarted or history cleared)",
+                    server=server, prompt_id=pid, hint="submit the job again",
+                ), "lost")
+
+    def _finish_from_history(self, rec: JobRecord, entry: Any) -> None:
+        rec.history = entry
+        rec.job = jobs_mod.from_history(rec.job, entry, now=self.env.wall_time())
+        self.book.maybe_finish(rec)
+
+    async def reconcile(self, server: str) -> None:
+        """After a reconnect, learn what happened to our jobs while the socket was down:
+        the server replays nothing."""
+        for pid in list(self.routing.pins.jobs_on(server)):
+            rec = self.book.get(pid)
+            if rec is None or self.book.finished(rec) or rec.settled is not None:
+                continue
+            with contextlib.suppress(ComfyClientError):
+                entry = await self.history(pid, retry=False)
+                if entry is not None:
+                    self._finish_from_history(rec, entry)
+
+    async def history(self, prompt_id: str, *, retry: bool = False) -> Any:
+        """GET /history/{id} from the job's server; with ``retry``, an empty answer (not
+        written yet) and a 5xx are asked again, ``historyRetries`` times in all."""
+        rec = self.book.get(prompt_id)
+        server = rec.job.server if rec else self.routing.api_base(prompt_id)
+        attempts = self.options.history_retries if retry else 1
+        for attempt in range(attempts):
+            resp = await self.gate.send(server, rq.get_history(prompt_id), job=prompt_id,
+                                        operation="history")
+            last = attempt + 1 == attempts
+            # a 5xx to this idempotent read is asked again like an empty history; only the
+            # last one is reported (as the typed error parse raises)
+            if resp.status < 500 or last:
+                entry = self.gate.parse(rs.parse_history, resp, server, prompt_id)
+                if entry is not None:
+                    return entry
+            if not last:
+                await self.env.sleep(min(0.05 * (2 ** attempt), 2.0))
+        return None
+
+    async def fetch_outputs(self, prompt_id: str) -> list[dict[str, Any]]:
+        """Download every output image of the job from the job's own server. (comfyui.js
+        gives each item a ``url`` made on first read.)"""
+        rec = self.record_of(prompt_id)
+        if rec.history is None:
+            rec.history = await self.history(prompt_id, retry=True)
+        if rec.history is None:
+            raise JobLost("no history for this job", server=rec.job.server, prompt_id=prompt_id)
+        images = []
+        for ref in rec.history.images:
+            blob = await self.image(ref.filename, ref.subfolder, ref.type, job=prompt_id)
+            item = {"filename": ref.filename, "subfolder": ref.subfolder, "type": ref.type,
+                    "blob": blob, "server": rec.job.server}
+            images.append(item)
+        rec.images = images
+        if rec.job.state in jobs_mod.AWAITING_OUTPUTS:
+            rec.job = jobs_mod.outputs_fetched(rec.job, now=self.env.wall_time())
+            self.endings.task_done(rec, "outputs fetched")
+            self.book.emit_job(rec, "outputs_fetched")
+        return images
+
+    async def image(self, filename: str, subfolder: str, image_type: str, *,
+                    job: str | None = None, server: str | None = None) -> Any:
+        """GET /view of one file from the job's server (or the named one, or the API base)."""
+        target = (self.routing.pins.server_of(job) if job
+                  else (server or self.routing.api_base()))
+        resp = await self.gate.send(target, rq.view(filename, subfolder, image_type), job=job,
+                                    operation="image download")
+        if not 200 <= resp.status < 300:
+            self.gate.parse(rs.check_status, resp, target, job)
+        return resp.body
+
+    async def interrupt(self, prompt_id: str) -> dict[str, Any]:
+        """Stop the job on its server: ``POST /interrupt`` if it runs, out of the queue if it
+        waits. The queue is asked first because servers before targeted interrupts (and the
+        2024 fork on PyPI) ignore the ``prompt_id`` of ``POST /interrupt`` and stop whatever
+        runs, which may be another job, another user's even."""
+        rec = self.record_of(prompt_id)
+        server = rec.job.server
+        resp = await self.gate.send(server, rq.get_queue(), job=prompt_id, operation="interrupt")
+        queue = self.gate.parse(rs.parse_queue, resp, server, prompt_id)
+        if prompt_id in queue.running:
+            resp = await self.gate.send(server, rq.interrupt(prompt_id), job=prompt_id,
+                                        operation="interrupt")
+            self.gate.parse(rs.check_status, resp, server, prompt_id)
+            # the server says so (execution_interrupted) once the running node returns
+        elif prompt_id in queue.pending or rec.job.state in ("queued", "submitting"):
+            # A queued job never starts, so no event will tell us: it leaves the queue here.
+            # One whose POST /prompt is still unanswered may not be queued yet; it ends here
+            # all the same (were it to run after all, nobody waits for it).
+            resp = await self.gate.send(server, rq.delete_from_queue([prompt_id]),
+                                        job=prompt_id, operation="interrupt")
+            self.gate.parse(rs.check_status, resp, server, prompt_id)
+            self.endings.fail(rec, JobInterrupted("the job was cancelled before it started",
+                                                  server=server, prompt_id=prompt_id),
+                              "interrupted")
+        return {"promptId": prompt_id, "server": server, "interrupted": True}
+
+    def release(self, prompt_id: str) -> None:
+        """Give up on the job without waiting: it stops holding the lock (it may still run
+        on its server; its outputs stay fetchable by id)."""
+        rec = self.record_of(prompt_id)
+        if not self.book.finished(rec):
+            rec.job = jobs_mod.mark(rec.job, "released", now=self.env.wall_time())
+            self.book.settle(rec, "released")
+            self.endings.task_done(rec, "released by caller")

@@ -472,10 +472,12 @@ class _QuietHTTPServer(http.server.ThreadingHTTPServer):
 
 
 class StaticServer:
-    """A threaded static file server on 127.0.0.1 (port 0 picks a free port)."""
+    """A threaded static file server on 127.0.0.1 (port 0 picks a free port); tests pass a
+    subclass of StaticHandler to serve the way some other host does."""
 
-    def __init__(self, root: Path, port: int = 0, host: str = "127.0.0.1") -> None:
-        handler = functools.partial(StaticHandler, directory=str(root))
+    def __init__(self, root: Path, port: int = 0, host: str = "127.0.0.1",
+                 handler_class: type[StaticHandler] = StaticHandler) -> None:
+        handler = functools.partial(handler_class, directory=str(root))
         self.httpd = _QuietHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]

@@ -100,21 +100,34 @@ def project_config() -> dict:
 # --------------------------------------------------------------------------- npm / Pyodide
 
 
-def pinned_pyodide_version() -> str:
-    return json.loads((ROOT / "package.json").read_text())["dependencies"]["pyodide"]
+def npm_pins() -> dict[str, str]:
+    """Every package package.json pins (the Pyodide core; Vite and TypeScript for the tests)."""
+    manifest = json.loads((ROOT / "package.json").read_text())
+    return {**manifest.get("dependencies", {}), **manifest.get("devDependencies", {})}
+
+
+def npm_missing() -> list[str]:
+    """The pinned npm packages absent from node_modules or installed at another version."""
+    missing = []
+    for name, want in npm_pins().items():
+        pkg = ROOT / "node_modules" / name / "package.json"
+        if not pkg.exists() or json.loads(pkg.read_text()).get("version") != want:
+            missing.append(f"{name}@{want}")
+    return missing
 
 
 def ensure_npm() -> Path:
-    """Install the pinned Pyodide core from npm (``npm ci``) unless it is already there."""
-    want = pinned_pyodide_version()
-    pkg = PYODIDE_NPM / "package.json"
-    if pkg.exists() and json.loads(pkg.read_text()).get("version") == want:
+    """Install the pinned npm packages (``npm ci``) unless they are all there already."""
+    missing = npm_missing()
+    if not missing:
         return PYODIDE_NPM
     if shutil.which("npm") is None:
         fail("npm is needed to fetch the Pyodide core (apt-get install -y nodejs npm)")
+    log(f"npm packages to install: {', '.join(missing)}")
     run(["npm", "ci", "--no-audit", "--no-fund"], cwd=ROOT)
-    if not pkg.exists():
-        fail("npm ci did not install node_modules/pyodide")
+    still = npm_missing()
+    if still:
+        fail(f"npm ci did not install {', '.join(still)}")
     return PYODIDE_NPM
 
 

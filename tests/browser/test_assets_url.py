@@ -72,3 +72,29 @@ def test_assets_url_names_where_the_python_assets_are(browser, site, devservers)
             assert _pixel(res["png"]) == (255, 255, 0)
         finally:
             context.close()
+
+
+def test_without_the_worker_beside_the_module_boots_still_work(browser, site, devservers):
+    """What a bundler that leaves workers out (esbuild, plain Rollup) amounts to: no
+    boot-cache-worker.js beside the module. The boot cache is not saved, one console line
+    says so, and the page boots and runs jobs as before."""
+    (site / "app" / "web" / "boot-cache-worker.js").unlink()
+    with build.StaticServer(site) as server:
+        context = browser.new_context()
+        try:
+            page = context.new_page()
+            logs: list[str] = []
+            page.on("console", lambda m: logs.append(f"{m.type}: {m.text}"))
+            page.goto(f"{server.url}/app/index.html")
+            page.wait_for_function("window.harnessReady === true", timeout=30_000)
+            page.evaluate("(o) => window.comfy.init(o)",
+                          {"servers": devservers.urls[:1], "assetsURL": "/static/python/"})
+            assert page.evaluate("window.comfy.bootCacheSaved") is False
+            assert page.evaluate("window.comfy.bootTimings.bootCache") == "failed"
+            notes = [line for line in logs if "boot cache not saved" in line]
+            assert len(notes) == 1 and notes[0].startswith("info: "), logs
+            [res] = page.evaluate(RUN_JOBS, [INVERT, [[10, 200, 30]], "photo.png"])
+            assert res["ok"], res
+            assert _pixel(res["png"]) == (245, 55, 225)
+        finally:
+            context.close()

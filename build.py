@@ -7,6 +7,9 @@
                                      start two ComfyUI-compatible dev servers for the demo
     python3 build.py test [PYTEST ARGS...]
                                      set everything up on a fresh machine and run all tests
+    python3 build.py pack            build, then write the npm package
+                                     dist/comfyui-pool-client-<version>.tgz (its path is the
+                                     last line printed)
     python3 build.py bench [--servers URL,...] [--runs N] [--jobs N]
                                      benchmarks in headless Chromium; writes BENCHMARKS.md
 
@@ -70,6 +73,14 @@ HOST_ONLY = {"_host.py"}
 # Compiles the wheel's modules with Pyodide's own CPython (see compile_pyc below).
 COMPILE_PYC = ROOT / "tools" / "compile_pyc.mjs"
 PYC_CACHE = ROOT / ".cache" / "pyc"
+# The npm package: npm/ holds what only the package has (its package.json without a version,
+# its README, the Vite plugin, the TypeScript declarations); build/package/ is where `pack`
+# assembles it with the module and dist/pyodide/, for `npm pack`.
+NPM_SRC = ROOT / "npm"
+PACKAGE_DIR = ROOT / "build" / "package"
+# The package's share of web/: the module, its boot steps and the boot-cache worker; the demo
+# page's files (demo.js, demo.css, i18n.js) stay out.
+PACKAGE_WEB = ("comfyui.js", "boot.js", "boot-cache-worker.js")
 
 
 def log(msg: str) -> None:
@@ -100,21 +111,34 @@ def project_config() -> dict:
 # --------------------------------------------------------------------------- npm / Pyodide
 
 
-def pinned_pyodide_version() -> str:
-    return json.loads((ROOT / "package.json").read_text())["dependencies"]["pyodide"]
+def npm_pins() -> dict[str, str]:
+    """Every package package.json pins (the Pyodide core; Vite and TypeScript for the tests)."""
+    manifest = json.loads((ROOT / "package.json").read_text())
+    return {**manifest.get("dependencies", {}), **manifest.get("devDependencies", {})}
+
+
+def npm_missing() -> list[str]:
+    """The pinned npm packages absent from node_modules or installed at another version."""
+    missing = []
+    for name, want in npm_pins().items():
+        pkg = ROOT / "node_modules" / name / "package.json"
+        if not pkg.exists() or json.loads(pkg.read_text()).get("version") != want:
+            missing.append(f"{name}@{want}")
+    return missing
 
 
 def ensure_npm() -> Path:
-    """Install the pinned Pyodide core from npm (``npm ci``) unless it is already there."""
-    want = pinned_pyodide_version()
-    pkg = PYODIDE_NPM / "package.json"
-    if pkg.exists() and json.loads(pkg.read_text()).get("version") == want:
+    """Install the pinned npm packages (``npm ci``) unless they are all there already."""
+    missing = npm_missing()
+    if not missing:
         return PYODIDE_NPM
     if shutil.which("npm") is None:
         fail("npm is needed to fetch the Pyodide core (apt-get install -y nodejs npm)")
+    log(f"npm packages to install: {', '.join(missing)}")
     run(["npm", "ci", "--no-audit", "--no-fund"], cwd=ROOT)
-    if not pkg.exists():
-        fail("npm ci did not install node_modules/pyodide")
+    still = npm_missing()
+    if still:
+        fail(f"npm ci did not install {', '.join(still)}")
     return PYODIDE_NPM
 
 
@@ -435,6 +459,65 @@ def build(dist: Path = DIST) -> Path:
     return dist
 
 
+def package_version() -> str:
+    """The version of the npm package: pyproject.toml's, which package.json must repeat."""
+    version = project_config()["project"]["version"]
+    manifest = json.loads((ROOT / "package.json").read_text())
+    if manifest.get("version") != version:
+        fail(f"package.json has version {manifest.get('version')!r} but pyproject.toml has "
+             f"{version!r}: make them equal")
+    return version
+
+
+def tarball_path(dist: Path = DIST) -> Path:
+    return dist / f"comfyui-pool-client-{package_version()}.tgz"
+
+
+def assemble_package(dist: Path = DIST, target: Path = PACKAGE_DIR) -> Path:
+    """Lay out the npm package in ``target`` from the sources and a built ``dist``: the
+    module (web/), the Python assets exactly as dist/pyodide/ has them, the Vite plugin,
+    the declarations, the package README and the license."""
+    if not (dist / "pyodide" / "pyodide-lock.json").exists():
+        fail(f"{dist} is not built: run `python3 build.py` first")
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    manifest = json.loads((NPM_SRC / "package.json").read_text())
+    manifest = {"name": manifest.pop("name"), "version": package_version(), **manifest}
+    (target / "package.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    shutil.copy2(NPM_SRC / "README.md", target / "README.md")
+    shutil.copy2(ROOT / "LICENSE", target / "LICENSE")
+    for sub in ("vite", "types"):
+        copy_tree(NPM_SRC / sub, target / sub)
+    for name in PACKAGE_WEB:
+        (target / "web").mkdir(exist_ok=True)
+        shutil.copy2(ROOT / "web" / name, target / "web" / name)
+    copy_tree(dist / "pyodide", target / "pyodide")
+    absent = [f for f in manifest["files"] if not (target / f).exists()]
+    if absent:
+        fail(f"npm/package.json lists files the package does not have: {absent}")
+    return target
+
+
+def pack(dist: Path = DIST) -> Path:
+    """``npm pack`` the package assembled from ``dist`` into dist/; returns the tarball."""
+    package = assemble_package(dist)
+    tarball = tarball_path(dist)
+    tarball.unlink(missing_ok=True)
+    cmd = ["npm", "pack", "--json", "--pack-destination", str(dist), str(package)]
+    log("$ " + " ".join(cmd))
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        fail(f"npm pack failed: {getattr(exc, 'stderr', '') or exc}")
+    [info] = json.loads(proc.stdout)
+    if not tarball.exists() or (dist / info["filename"]) != tarball:
+        fail(f"npm pack wrote {info['filename']}, expected {tarball.name}")
+    log(f"{tarball.name}: {len(info['files'])} files, {info['size'] / 1e6:.1f} MB packed, "
+        f"{info['unpackedSize'] / 1e6:.1f} MB unpacked")
+    return tarball
+
+
 def build_test_dist() -> Path:
     """The folder pytest-pyodide serves: our pyodide/ plus the wheels it loads into the page
     (pytest, tblib and their dependencies), with lock entries for them."""
@@ -472,10 +555,12 @@ class _QuietHTTPServer(http.server.ThreadingHTTPServer):
 
 
 class StaticServer:
-    """A threaded static file server on 127.0.0.1 (port 0 picks a free port)."""
+    """A threaded static file server on 127.0.0.1 (port 0 picks a free port); tests pass a
+    subclass of StaticHandler to serve the way some other host does."""
 
-    def __init__(self, root: Path, port: int = 0, host: str = "127.0.0.1") -> None:
-        handler = functools.partial(StaticHandler, directory=str(root))
+    def __init__(self, root: Path, port: int = 0, host: str = "127.0.0.1",
+                 handler_class: type[StaticHandler] = StaticHandler) -> None:
+        handler = functools.partial(handler_class, directory=str(root))
         self.httpd = _QuietHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
@@ -538,6 +623,12 @@ def ensure_chromium() -> str:
 
 def cmd_build(_args: argparse.Namespace) -> None:
     build()
+
+
+def cmd_pack(_args: argparse.Namespace) -> None:
+    ensure_npm()
+    build()
+    print(pack(), flush=True)  # the last line: scripts read the tarball's path from it
 
 
 def parse_servers(value: str) -> list[str]:
@@ -655,6 +746,8 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--progress-steps", type=int, default=8,
                        help="dev servers: progress steps + preview frames per image node "
                             "(default 8; 0 = none, like a bare ComfyUI)")
+    sub.add_parser("pack", help="build, then write the npm package "
+                                "dist/comfyui-pool-client-<version>.tgz (path printed last)")
     test = sub.add_parser("test", help="install what is missing and run every test")
     test.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed to pytest")
     bench = sub.add_parser("bench", help="run the benchmarks, write BENCHMARKS.md")
@@ -673,8 +766,8 @@ def main(argv: list[str] | None = None) -> None:
         args = argparse.Namespace(command="matrix", matrix_args=argv[1:])
     else:
         args = parser.parse_args(argv)
-    commands = {"build": cmd_build, None: cmd_build, "serve": cmd_serve, "test": cmd_test,
-                "bench": cmd_bench, "matrix": cmd_matrix}
+    commands = {"build": cmd_build, None: cmd_build, "pack": cmd_pack, "serve": cmd_serve,
+                "test": cmd_test, "bench": cmd_bench, "matrix": cmd_matrix}
     commands[args.command](args)
 
 

@@ -7,6 +7,8 @@
 - ``devservers``: two ComfyUI-compatible dev server instances on 127.0.0.1 for the run.
 - ``dist_server`` / ``page``: dist/ served on 127.0.0.1 and one page that imported
   ``web/comfyui.js`` (plain Playwright, the way the existing web client uses the module).
+- ``vite_app``: the npm package packed from dist/ and installed in a copy of
+  tests/vite-app/ (see tests/viteapp.py); removed at the end of the run.
 """
 
 from __future__ import annotations
@@ -102,6 +104,24 @@ def dist_server():
         pytest.exit("dist/ is not built: run `python3 build.py test`", returncode=1)
     with build.StaticServer(dist) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def vite_app():
+    import shutil
+
+    import build
+    from viteapp import install_app
+
+    if not (ROOT / "dist" / "pyodide" / "pyodide-lock.json").exists():
+        pytest.exit("dist/ is not built: run `python3 build.py test`", returncode=1)
+    try:
+        tarball = build.pack()
+    except SystemExit:  # build.fail: its message is on stderr
+        pytest.fail("python3 build.py pack failed (see the captured stderr)")
+    app = install_app(tarball)
+    yield app
+    shutil.rmtree(app.dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

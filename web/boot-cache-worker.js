@@ -1,24 +1,29 @@
 // boot-cache-worker.js — makes comfyui.js's boot cache off the page's thread.
 //
-// comfyui.js starts it once a page has booted without a cache entry. It boots its own
-// Pyodide in snapshot mode with comfyui.js's own boot steps (the same options and install
-// as a page boot), imports the client, takes a memory snapshot and puts it in Cache
-// Storage, then answers {ok, key} or {ok: false, error} and is terminated. The page's
-// interpreter is never involved (see comfyui.js).
+// comfyui.js starts it once a page has booted without a cache entry and posts it
+// {assetsURL}: where the page found the Python assets. It boots its own Pyodide from there
+// in snapshot mode with the page's own boot steps (boot.js: the same options and install as
+// a page boot), imports the client, takes a memory snapshot and puts it in Cache Storage,
+// then answers {ok, key} or {ok: false, error} and is terminated. The page's interpreter is
+// never involved (see comfyui.js).
+//
+// Bundlers that understand `new Worker(new URL("./boot-cache-worker.js", import.meta.url))`
+// (Vite, webpack 5) bundle this file and boot.js into a chunk of their own; that is why the
+// assets' URL comes in the message instead of from this file's own URL.
 
-import { _bootSteps as boot } from "./comfyui.js";
+import * as boot from "./boot.js";
 
-async function makeSnapshot() {
-  const entry = await boot.fetchLockEntry();
-  const wheel = boot.fetchClientWheel(entry);
+async function makeSnapshot(dir) {
+  const entry = await boot.fetchLockEntry(dir);
+  const wheel = boot.fetchClientWheel(dir, entry);
   wheel.catch(() => {}); // awaited below, after loadPyodide
-  const loader = await boot.importLoader();
-  const pyodide = await loader.loadPyodide({ ...boot.pyodideOptions(), _makeSnapshot: true });
+  const loader = await boot.importLoader(dir);
+  const pyodide = await loader.loadPyodide({ ...boot.pyodideOptions(dir), _makeSnapshot: true });
   boot.installClient(pyodide, await wheel);
   // what the page's create_bridge imports; nothing that holds a page object
   pyodide.runPython("import comfyui_client._browser, comfyui_client.api");
   const snapshot = pyodide.makeMemorySnapshot();
-  const key = boot.snapshotKey(loader.version, entry.sha256);
+  const key = boot.snapshotKey(dir, loader.version, entry.sha256);
   const cache = await caches.open(boot.BOOT_CACHE);
   await cache.put(key, new Response(snapshot, {
     headers: { "content-type": "application/octet-stream" },
@@ -29,9 +34,10 @@ async function makeSnapshot() {
   return key;
 }
 
-self.onmessage = async () => {
+self.onmessage = async (e) => {
   try {
-    self.postMessage({ ok: true, key: await makeSnapshot() });
+    const dir = new URL(e.data && e.data.assetsURL);
+    self.postMessage({ ok: true, key: await makeSnapshot(dir) });
   } catch (err) {
     self.postMessage({ ok: false, error: String((err && err.message) || err) });
   }

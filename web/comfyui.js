@@ -3,11 +3,15 @@
 // It keeps the function names of the old JavaScript services module, so an existing web
 // client only changes its import line. Underneath, every call goes to a Python client
 // (py_src/comfyui_client) running in Pyodide, which locks each job to one server for its
-// whole life. Every asset is found relative to this file (import.meta.url), so `dist/` can
-// be hosted anywhere; nothing is fetched from a CDN.
+// whole life. Nothing is fetched from a CDN: the Python assets (Pyodide's core, our wheel,
+// the lockfile) are served with the app; see assetsDir below for where they are looked for.
 
-const PYODIDE_DIR = new URL("../pyodide/", import.meta.url);
-const PACKAGE = "comfyui-client";
+import * as bootSteps from "./boot.js";
+
+// The Vite plugin (comfyui-pool-client/vite) replaces the marked null below with the URL of
+// the lockfile in the folder where it serves the Python assets (its transform hook; the
+// marker comment is what it looks for). Anywhere else it stays null.
+const INJECTED_LOCKFILE_URL = /* comfyui-pool-client:assets */ null;
 
 /** Errors thrown by this module: `code` is stable, `server`/`promptId` say where. */
 export class ComfyUIError extends Error {
@@ -27,101 +31,137 @@ let bootPromise = null; // one interpreter per page, shared by every init()
 let bridge = null; // the Python-side API object (a PyProxy we keep for the page's life)
 export const bootTimings = {};
 
-async function describeBootFailure(err) {
-  // Name the asset that broke and how to fix it, instead of Pyodide's generic message.
-  const checks = [
-    ["pyodide.mjs", /javascript/],
-    ["pyodide.asm.mjs", /javascript/],
-    ["pyodide.asm.wasm", /application\/wasm/],
-    ["python_stdlib.zip", null],
-    ["pyodide-lock.json", /json/],
-  ];
-  for (const [name, mime] of checks) {
-    const url = new URL(name, PYODIDE_DIR).href;
-    let resp;
+// What relative URLs in options are resolved against: the page (a worker's own URL there).
+function pageBase() {
+  return globalThis.document?.baseURI ?? globalThis.location?.href;
+}
+
+// The folder of the Python assets, as a URL ending in "/": init({assetsURL}) when given,
+// else where the Vite plugin serves them, else ../pyodide/ beside this file's web/ folder
+// (the layout of dist/ and of the npm package).
+// import.meta.url is read into a variable on purpose: Vite and webpack rewrite the literal
+// pattern `new URL("...", import.meta.url)` as an asset import, and Vite's rewrite dropped
+// the trailing slash of "../pyodide/", so the module asked for .../pyodide.mjs one folder too
+// high. Read only when no other source applies (webpack makes it a file:// URL).
+function defaultAssetsDir() {
+  if (INJECTED_LOCKFILE_URL) return new URL("./", new URL(INJECTED_LOCKFILE_URL, pageBase()));
+  const moduleUrl = import.meta.url;
+  return new URL("../pyodide/", moduleUrl);
+}
+
+// init({assetsURL}): a string or URL, resolved against the page, with a trailing "/".
+function assetsDirOption(value) {
+  if (value === undefined || value === null) return null;
+  const refuse = (why) => new ComfyUIError({
+    name: "ConfigError",
+    code: "config_error",
+    message: `option assetsURL ${why}, got ${JSON.stringify(String(value))}`,
+    hint: "the URL of the folder holding the package's pyodide/ files (pyodide.mjs, " +
+      "pyodide-lock.json, ...), e.g. \"/comfyui-assets/\"",
+  });
+  if (!(typeof value === "string" || value instanceof URL) || value === "") {
+    throw refuse("must be a non-empty string or a URL");
+  }
+  let url;
+  try {
+    url = new URL(String(value), pageBase());
+  } catch {
+    throw refuse("is not a URL");
+  }
+  if (!url.pathname.endsWith("/")) url.pathname += "/";
+  return url;
+}
+
+// The Python assets a boot needs: [file, what its body must be, the MIME type the browser
+// insists on for it (null: none; Pyodide fetches the zip and the lockfile as data)].
+const BOOT_ASSETS = [
+  ["pyodide.mjs", "js", /javascript/],
+  ["pyodide.asm.mjs", "js", /javascript/],
+  ["pyodide.asm.wasm", "wasm", /^application\/wasm/],
+  ["python_stdlib.zip", "zip", null],
+  ["pyodide-lock.json", "json", null],
+];
+
+const startsWith = (bytes, magic) => magic.every((b, i) => bytes[i] === b);
+
+// Is this body the asset itself? A MIME-type complaint is only made for one that is: an
+// HTML page served in a file's place is "not found", whatever its content type.
+function isAsset(kind, bytes) {
+  if (kind === "wasm") return startsWith(bytes, [0x00, 0x61, 0x73, 0x6d]); // \0asm
+  if (kind === "zip") return startsWith(bytes, [0x50, 0x4b, 0x03, 0x04]); // PK\3\4
+  const text = new TextDecoder().decode(bytes);
+  if (kind === "json") {
     try {
-      resp = await fetch(url, { cache: "no-store" });
-    } catch (e) {
-      return `cannot fetch ${url} (${e.message}): serve the whole dist/ folder built by ` +
-        "`python3 build.py` and keep web/ and pyodide/ side by side";
+      JSON.parse(text);
+      return true;
+    } catch {
+      return false;
     }
-    if (!resp.ok) {
-      return `${url} answered HTTP ${resp.status}: run \`python3 build.py\` and serve the ` +
-        "whole dist/ folder (web/ and pyodide/ side by side)";
-    }
-    const type = resp.headers.get("content-type") || "";
-    if (mime && !mime.test(type)) {
-      return `${url} is served as "${type}", expected ${mime.source.replace(/\\/g, "")}: ` +
-        "configure your static server's MIME types (.wasm -> application/wasm, " +
-        ".mjs -> text/javascript)";
-    }
-    if (name === "pyodide-lock.json") {
-      const lock = await resp.json();
-      for (const pkg of Object.values(lock.packages || {})) {
-        const wurl = new URL(pkg.file_name, PYODIDE_DIR).href;
-        const w = await fetch(wurl, { cache: "no-store" });
-        if (!w.ok) {
-          return `${wurl} answered HTTP ${w.status}: the lockfile lists a wheel the server ` +
-            "does not have; rebuild with `python3 build.py` and redeploy dist/ whole";
-        }
-        const digest = await crypto.subtle.digest("SHA-256", await w.arrayBuffer());
-        const hex = [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
-        if (hex !== pkg.sha256) {
-          return `${wurl} does not match the sha256 in pyodide-lock.json (integrity check ` +
-            "failed): the wheel and the lockfile come from different builds; redeploy dist/ " +
-            "from one `python3 build.py` run";
-        }
-      }
+  }
+  return text.trim() !== "" && !looksLikeHtml(text, "");
+}
+
+function looksLikeHtml(text, contentType) {
+  return /^text\/html/i.test(contentType) || /^\s*<(!doctype|html)[\s>]/i.test(text);
+}
+
+const WHERE_HINT = "serve the package's pyodide/ folder whole at that URL: with Vite add its " +
+  "plugin (`import comfyui from \"comfyui-pool-client/vite\"`, `plugins: [comfyui()]`); " +
+  "elsewhere copy node_modules/comfyui-pool-client/pyodide/ (or dist/pyodide/ of " +
+  "`python3 build.py`) to your server and pass its URL as init({assetsURL})";
+
+// One asset fetched again and judged: a message naming it and the fix, or null when it is
+// fine. Returns [message, body bytes].
+async function checkAsset(url, name, kind, mime) {
+  let resp;
+  try {
+    resp = await fetch(url, { cache: "no-store" });
+  } catch (e) {
+    return [`cannot fetch ${url} (${e.message}): ${WHERE_HINT}`, null];
+  }
+  const type = resp.headers.get("content-type") || "";
+  const bytes = new Uint8Array(await resp.arrayBuffer());
+  // an app server's fallback: its index.html in place of any missing file, with a 200
+  const html = resp.ok && looksLikeHtml(new TextDecoder().decode(bytes.subarray(0, 512)), type);
+  if (resp.status === 404 || html) {
+    const how = html ? "the server answered an HTML page" : "HTTP 404";
+    return [`${name} not found at ${url} (${how}): ${WHERE_HINT}`, null];
+  }
+  if (!resp.ok) return [`${url} answered HTTP ${resp.status}: ${WHERE_HINT}`, null];
+  if (!isAsset(kind, bytes)) {
+    return [`${url} is not ${name} as Pyodide ships it (a ${kind} file): serve the ` +
+      "package's pyodide/ files untransformed, byte for byte", null];
+  }
+  if (mime && !mime.test(type)) {
+    return [`${url} is served as "${type}", expected ${mime.source.replace(/[\\^]/g, "")}: ` +
+      "configure your server's MIME types (.wasm -> application/wasm, .mjs -> " +
+      "text/javascript)", null];
+  }
+  return [null, bytes];
+}
+
+// Names the asset that broke a boot and how to fix it, instead of Pyodide's generic message
+// (a browser reports a missing pyodide.mjs as a MIME-type error on whatever page came back).
+async function describeBootFailure(dir) {
+  let lock = null;
+  for (const [name, kind, mime] of BOOT_ASSETS) {
+    const [problem, bytes] = await checkAsset(new URL(name, dir).href, name, kind, mime);
+    if (problem) return problem;
+    if (kind === "json") lock = JSON.parse(new TextDecoder().decode(bytes));
+  }
+  for (const pkg of Object.values((lock && lock.packages) || {})) {
+    const url = new URL(pkg.file_name, dir).href;
+    const [problem, bytes] = await checkAsset(url, pkg.file_name, "zip", null);
+    if (problem) return problem;
+    const digest = await crypto.subtle.digest("SHA-256", bytes);
+    const hex = [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+    if (hex !== pkg.sha256) {
+      return `${url} does not match the sha256 in pyodide-lock.json (integrity check ` +
+        "failed): the wheel and the lockfile come from different builds; serve the pyodide/ " +
+        "folder of one package version (or of one `python3 build.py` run) whole";
     }
   }
   return null;
-}
-
-// Our wheel is fetched while Pyodide boots and unpacked into site-packages once it is up,
-// instead of `loadPyodide({packages: [...]})`, whose package step runs after start-up: there
-// it cost 125-140 ms (loadPackage), here ~20 ms (`bootTimings.installClient`), the
-// download overlapping start-up (`python3 build.py bench`: warm boot minus bare Pyodide went
-// from ~330 to ~230 ms). Integrity is kept: the fetch carries the lockfile's sha256 as
-// Subresource Integrity, so the browser refuses a wheel that does not match, as loadPackage
-// would (describeBootFailure then names the file).
-async function fetchLockEntry() {
-  const lockUrl = new URL("pyodide-lock.json", PYODIDE_DIR);
-  const lockResp = await fetch(lockUrl);
-  if (!lockResp.ok) throw new Error(`${lockUrl.href} answered HTTP ${lockResp.status}`);
-  const entry = ((await lockResp.json()).packages || {})[PACKAGE];
-  if (!entry || !entry.file_name || !/^[0-9a-f]{64}$/.test(entry.sha256 || "")) {
-    throw new Error(`${lockUrl.href} has no usable "${PACKAGE}" entry`);
-  }
-  return entry;
-}
-
-async function fetchClientWheel(entry) {
-  const bytes = entry.sha256.match(/../g).map((h) => parseInt(h, 16));
-  const integrity = "sha256-" + btoa(String.fromCharCode(...bytes));
-  const url = new URL(entry.file_name, PYODIDE_DIR);
-  const resp = await fetch(url, { integrity });
-  if (!resp.ok) throw new Error(`${url.href} answered HTTP ${resp.status}`);
-  return resp.arrayBuffer();
-}
-
-function importLoader() {
-  return import(new URL("pyodide.mjs", PYODIDE_DIR).href);
-}
-
-function pyodideOptions() {
-  return {
-    indexURL: PYODIDE_DIR.href,
-    lockFileURL: new URL("pyodide-lock.json", PYODIDE_DIR).href,
-    fullStdLib: false,
-  };
-}
-
-// Our wheel's files into site-packages. After a boot-cache restore too: the snapshot holds
-// the imported modules, not the file system (modules imported later, tracebacks' lines).
-function installClient(pyodide, wheelBytes) {
-  const site = pyodide.runPython(
-    "import sys; next(p for p in sys.path if p.endswith('site-packages'))");
-  pyodide.unpackArchive(wheelBytes, "wheel", { extractDir: site });
 }
 
 // The boot cache. Starting CPython and importing the client is most of a boot, even with
@@ -139,12 +179,8 @@ function installClient(pyodide, wheelBytes) {
 // Storage: insecure origins have none) means a normal boot that replaces the entry.
 // Python draws again what must differ per page (`create_bridge`).
 // `init({bootCache: false})` turns it off; `bootTimings.bootCache` says what happened.
-const BOOT_CACHE = "comfyui.js-boot";
+const { BOOT_CACHE } = bootSteps;
 export let bootCacheSaved = Promise.resolve(false);
-
-function snapshotKey(pyodideVersion, sha256) {
-  return new URL(`boot-snapshot/${pyodideVersion}/${sha256}`, PYODIDE_DIR).href;
-}
 
 function openBootCache() {
   // no Cache Storage here (opaque origin, storage blocked): boot normally
@@ -190,13 +226,6 @@ async function forgetSnapshot(key) {
   }
 }
 
-// The steps a page boot and boot-cache-worker.js share, so that the worker snapshots the
-// interpreter a page boot makes (same options, same install). Internal: for the worker.
-export const _bootSteps = {
-  BOOT_CACHE, fetchLockEntry, fetchClientWheel, importLoader, pyodideOptions, installClient,
-  snapshotKey,
-};
-
 // The save boots a second interpreter: ~2 s of CPU beside the page's. Started at once, it
 // made the page's first jobs slower (8 sequential jobs right after a cold boot: 674 ms
 // against 499 ms with bootCache: false, median of 6 pages each; 504 vs 496 ms once it
@@ -222,12 +251,17 @@ function whenQuiet() {
   });
 }
 
-// Starts the worker that saves the snapshot; resolves true once it is in Cache Storage.
-function saveSnapshotInWorker() {
+// Starts the worker that saves the snapshot from the assets in `dir`; resolves true once it
+// is in Cache Storage. The `new Worker(new URL("./…", import.meta.url), {type: "module"})`
+// form is the one Vite and webpack 5 recognise and bundle (the worker and its imports
+// become a chunk of their own); keep it literal. Where nothing bundles it (esbuild, plain
+// Rollup) the file is missing beside the bundle: the worker fails to load, onerror says
+// "not saved" once, and the boot itself is untouched.
+function saveSnapshotInWorker(dir) {
   return new Promise((resolve) => {
     let worker;
     try {
-      worker = new Worker(new URL("boot-cache-worker.js", import.meta.url), { type: "module" });
+      worker = new Worker(new URL("./boot-cache-worker.js", import.meta.url), { type: "module" });
     } catch (err) {
       console.info(`comfyui.js: no boot cache (${err.message})`);
       resolve(false);
@@ -249,7 +283,7 @@ function saveSnapshotInWorker() {
     worker.onerror = (e) => done(false, e.message || "the worker failed to start");
     // a boot takes a few seconds; one that never ends must not leave bootCacheSaved pending
     timer = setTimeout(() => done(false, "no answer from the worker within 120 s"), 120_000);
-    worker.postMessage("save");
+    worker.postMessage({ assetsURL: dir.href });
   });
 }
 
@@ -397,14 +431,16 @@ async function boot(options) {
     typeof Worker !== "undefined" ? savedNote() : undefined;
   const useCache = note !== undefined;
   let pyodide;
+  let dir = null;
   try {
-    const entry = fetchLockEntry();
-    const wheel = entry.then(fetchClientWheel);
+    dir = options.assetsDir || defaultAssetsDir();
+    const entry = bootSteps.fetchLockEntry(dir);
+    const wheel = entry.then((e) => bootSteps.fetchClientWheel(dir, e));
     for (const p of [entry, wheel]) p.catch(() => {}); // reported below, after loadPyodide
-    const loader = await importLoader();
+    const loader = await bootSteps.importLoader(dir);
     bootTimings.importLoader = performance.now() - t0;
-    const config = pyodideOptions();
-    const key = useCache ? snapshotKey(loader.version, (await entry).sha256) : null;
+    const config = bootSteps.pyodideOptions(dir);
+    const key = useCache ? bootSteps.snapshotKey(dir, loader.version, (await entry).sha256) : null;
     const saved = key && note === key ? await findSnapshot(await openBootCache(), key) : null;
     bootTimings.bootCache = "off";
     if (saved) {
@@ -420,7 +456,7 @@ async function boot(options) {
     if (!pyodide) pyodide = await loader.loadPyodide(config);
     bootTimings.loadPyodide = performance.now() - t0 - bootTimings.importLoader;
     const t1 = performance.now();
-    installClient(pyodide, await wheel);
+    bootSteps.installClient(pyodide, await wheel);
     // Nothing else is loaded unless asked (micropip, pyodide-http ship in dist/ but stay out).
     if (options.extraPackages && options.extraPackages.length) {
       await pyodide.loadPackage(options.extraPackages);
@@ -433,10 +469,10 @@ async function boot(options) {
     bootTimings.importClient = performance.now() - t2;
     if (useCache && bootTimings.bootCache !== "restored") {
       bootTimings.bootCache = "saving";
-      bootCacheSaved = whenQuiet().then(saveSnapshotInWorker);
+      bootCacheSaved = whenQuiet().then(() => saveSnapshotInWorker(dir));
     }
   } catch (err) {
-    const why = await describeBootFailure(err).catch(() => null);
+    const why = dir && await describeBootFailure(dir).catch(() => null);
     throw new ComfyUIError({
       name: "BootError",
       code: "boot_failed",
@@ -522,8 +558,16 @@ export async function init(options = {}) {
   checkBootFlag(options, "bootCache", "false boots without the memory snapshot kept in Cache Storage");
   checkBootFlag(options, "microtaskLoop",
     "false keeps Pyodide's own asyncio scheduling (one browser task per callback)");
-  await ensureBoot(options || {});
-  return call("init", options);
+  // assetsURL is this file's alone (checked on every call, used by the booting one): the
+  // Python client does not know it, so it is not passed on.
+  let clientOptions = options;
+  let assetsDir = null;
+  if (options && typeof options === "object" && "assetsURL" in options) {
+    ({ assetsURL: assetsDir, ...clientOptions } = options);
+    assetsDir = assetsDirOption(assetsDir);
+  }
+  await ensureBoot({ ...(options || {}), assetsDir });
+  return call("init", clientOptions);
 }
 
 export const getApiBaseUrl = (promptId) => call("getApiBaseUrl", promptId ?? null);

@@ -271,8 +271,8 @@ export interface ProcessImageResult {
   images: OutputImage[];
   history: Record<string, unknown> | null;
   upload: UploadResult;
-  /** the servers a failover moved the job away from */
-  movedFrom: string[];
+  /** the attempts a failover moved the job away from (their server and prompt id) */
+  movedFrom: { server: string; promptId: string }[];
 }
 
 export interface ServerStatus {

@@ -32,8 +32,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--node-delay", type=float, default=0.0, help="seconds per executed node")
     p.add_argument("--progress-steps", type=int, default=0,
                    help="simulated sampler steps with previews for blur/invert/scale")
-    p.add_argument("--history-gap", type=float, default=0.02,
-                   help="seconds between execution_success and the history write")
+    p.add_argument("--history-gap", type=float, default=0.0005,
+                   help="seconds between execution_success and the history write "
+                        "(default 0.0005, as recorded from ComfyUI 0.33)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p.parse_args(argv)
 

@@ -5,8 +5,10 @@ node), so a test can flip a knob while a job runs. From another thread set field
 ``loop.call_soon_threadsafe`` or ``ServerGroup.call`` so the write lands between two steps
 of the server's event loop; plain attribute writes are all the server ever sees.
 
-Defaults reproduce the recorded real ComfyUI: no delays, no faults, history written 20 ms
-after ``execution_success`` (the real server's race, shrunk to a knob).
+Defaults reproduce the recorded real ComfyUI: no delays, no faults, history written 0.5 ms
+after ``execution_success`` (the real server's race: in invert_success.json its
+``execution_success`` came 0.5 ms before ``executing{node: null}``, which follows the history
+write; ``history_gap_s`` widens it).
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ class Faults:
     answer_delay_s: dict[str, float] = field(default_factory=dict)
     ignore_prompt_id: bool = False
     untargeted_interrupt: bool = False
-    history_gap_s: float = 0.02
+    history_gap_s: float = 0.0005
     stall: bool = False
     reject_ws_reopen_once: bool = False
     drop_ws_on_request: str | None = None

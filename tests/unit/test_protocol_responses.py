@@ -619,6 +619,43 @@ def test_recorded_upload_400s_explain_the_likely_cause() -> None:
         assert "subfolder" in info.value.hint
 
 
+def test_answer_matches_only_a_2xx_json_object_with_every_expected_field() -> None:
+    """The condition on which the page sends a prepared POST /prompt right after the
+    upload: the recorded answers, the renamed one ("name (1).png") among them."""
+    ok = [e for e in recordings.http("upload_variants", "POST", "/upload/image")
+          if e["response"]["status"] == 200]
+    for exchange in ok:
+        status, _headers, body = wire(exchange)
+        data = exchange["response"]["body"]["json"]
+        assert rs.answer_matches(status, body, {"name": data["name"],
+                                                "subfolder": data["subfolder"]})
+        assert not rs.answer_matches(status, body, {"name": data["name"] + "x"})
+        assert not rs.answer_matches(status, body, {"name": data["name"], "subfolder": "z"})
+    for status, body in ((400, b'{"name": "a.png"}'), (200, b"<html>"), (200, b"[]"),
+                         (200, b""), (500, b'{"name": "a.png"}')):
+        assert not rs.answer_matches(status, body, {"name": "a.png"})
+    assert rs.answer_matches(200, b'{"name": "a.png", "subfolder": ""}', {"name": "a.png"})
+
+
+def test_missing_input_files_reads_the_recorded_loadimage_rejection() -> None:
+    """A rejected prompt tells which uploaded input the server does not hold (its details
+    end with 'Invalid image file: NAME'); other rejections name none."""
+    missing = []
+    for exchange in REJECTED:
+        with pytest.raises(InvalidWorkflow) as info:
+            parse(rs.parse_prompt_response, exchange)
+        errors = info.value.details.get("node_errors")
+        missing.append(rs.missing_input_files(errors, ["does_not_exist.png", "other.png"]))
+    assert missing.count(["does_not_exist.png"]) == 1
+    assert all(m in ([], ["does_not_exist.png"]) for m in missing)
+    # a name that only ends like the missing one is not it
+    assert rs.missing_input_files(
+        {"1": {"errors": [{"type": "custom_validation_failed",
+                           "details": "image - Invalid image file: xdoes_not_exist.png"}]}},
+        ["does_not_exist.png"]) == []
+    assert rs.missing_input_files(None, ["a.png"]) == []
+
+
 def test_errors_are_json_safe_for_the_page() -> None:
     with pytest.raises(ComfyClientError) as info:
         rs.parse_history(502, {"content-type": "text/html"}, LOGIN_PAGE, server=SERVER,

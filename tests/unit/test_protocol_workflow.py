@@ -167,17 +167,22 @@ def test_set_input_errors() -> None:
         wf.set_input(INVERT, "1", "image", {1, 2})
 
 
-def test_unique_upload_name_is_per_job() -> None:
-    assert wf.unique_upload_name("photo.png", PID) == f"photo-{PID}.png"
-    assert wf.unique_upload_name("archive.tar.gz", PID) == f"archive.tar-{PID}.gz"
-    assert wf.unique_upload_name("noext", PID) == f"noext-{PID}"
-    assert wf.unique_upload_name(".hidden", PID) == f".hidden-{PID}"
-    other = "7739cc28-6b6d-4f92-be79-a5421c93d3d8"
-    assert wf.unique_upload_name("a.png", PID) != wf.unique_upload_name("a.png", other)
-    name = "é" * 120 + ".png"  # 244 bytes: valid, but too long once the id is added
-    long = wf.unique_upload_name(name, PID)
-    assert len(long.encode()) <= 255 and long.endswith(f"-{PID}.png")
-    with pytest.raises(InvalidInputError):
-        wf.unique_upload_name("a/b.png", PID)
-    with pytest.raises(InvalidInputError):
-        wf.unique_upload_name("a.png", "not-an-id")
+def test_content_upload_name_is_the_bytes_sha256_with_a_plausible_extension() -> None:
+    import hashlib
+
+    digest = hashlib.sha256(b"pixels").hexdigest()
+    other = hashlib.sha256(b"other pixels").hexdigest()
+    assert wf.content_upload_name(digest, "photo.png", "image/png") == f"{digest}.png"
+    # the caller's name gives the extension only when it names an image format
+    assert wf.content_upload_name(digest, "photo.JPG", "image/png") == f"{digest}.jpg"
+    assert wf.content_upload_name(digest, "archive.tar.gz", "image/webp") == f"{digest}.webp"
+    assert wf.content_upload_name(digest, "noext", None) == f"{digest}.png"
+    assert wf.content_upload_name(digest, None, "image/jpeg; q=1") == f"{digest}.jpg"
+    # the same bytes, the same name; other bytes, another name
+    assert wf.content_upload_name(digest, "a.png") == wf.content_upload_name(digest, "b.png")
+    assert wf.content_upload_name(digest, "a.png") != wf.content_upload_name(other, "a.png")
+    for bad in ("", digest.upper(), digest[:-1], digest + "0", "g" * 64, None):
+        with pytest.raises(InvalidInputError):
+            wf.content_upload_name(bad, "a.png")  # type: ignore[arg-type]
+
+

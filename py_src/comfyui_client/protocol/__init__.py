@@ -84,11 +84,11 @@ from .responses import (
     upload_too_large,
 )
 from .workflow import (
+    content_upload_name,
     find_nodes,
     load_image_nodes,
     load_image_nodes_inputs,
     set_input,
-    unique_upload_name,
     validate_workflow,
 )
 
@@ -125,6 +125,7 @@ __all__ = [
     "binary_header",
     "cancel_job",
     "check_status",
+    "content_upload_name",
     "decode_binary",
     "decode_binary_header",
     "decode_text",
@@ -161,7 +162,6 @@ __all__ = [
     "set_input",
     "summarize_node_errors",
     "system_stats",
-    "unique_upload_name",
     "upload_image",
     "upload_too_large",
     "validate_workflow",

@@ -36,7 +36,9 @@ __all__ = [
     "QueueState",
     "SystemStats",
     "UploadResult",
+    "answer_matches",
     "check_status",
+    "missing_input_files",
     "normalize_node_errors",
     "parse_cancel",
     "parse_empty",
@@ -889,6 +891,32 @@ def parse_upload(
     kind = data.get("type")
     return UploadResult(name=name, subfolder=sub if isinstance(sub, str) else "",
                         type=kind if isinstance(kind, str) and kind else "input")
+
+
+def answer_matches(status: int, body: Any, expect: Mapping[str, Any]) -> bool:
+    """Is this a 2xx JSON object answer with every field of ``expect`` equal? The condition
+    under which a prepared follow-up request may go out at once (``HttpGate.send_pair``):
+    e.g. an upload answered with the very name the follow-up's workflow reads. The page's
+    comfyui.js checks the same, field by field, in ``requestPair``."""
+    if not 200 <= status < 300:
+        return False
+    data = _try_json(body)
+    return isinstance(data, Mapping) and all(data.get(k) == v for k, v in expect.items())
+
+
+def missing_input_files(node_errors: Any, names: list[str] | tuple[str, ...]) -> list[str]:
+    """Which of ``names`` a rejected ``POST /prompt`` says the server does not hold: a
+    load-image node's ``custom_validation_failed`` whose details end with ``Invalid image
+    file: NAME`` (recorded in node_errors_400.json). How a client learns that a server lost
+    an input it uploaded before (a restart, a cleaned input folder)."""
+    found = []
+    for entry in normalize_node_errors(node_errors).values():
+        for err in entry.get("errors") or ():
+            details = str(err.get("details") or "") if isinstance(err, Mapping) else ""
+            for name in names:
+                if name not in found and details.endswith(f"Invalid image file: {name}"):
+                    found.append(name)
+    return found
 
 
 # --------------------------------------------------------------------------- server info

@@ -16,18 +16,18 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import InvalidInputError
-from ._shared import check_prompt_id, kind_of, new_prompt_id
+from ._shared import kind_of, new_prompt_id
 
 __all__ = [
     "LOAD_IMAGE_CLASSES",
     "ValidatedWorkflow",
+    "content_upload_name",
     "find_nodes",
     "load_image_nodes",
     "load_image_nodes_inputs",
     "new_prompt_id",
     "pick_image_node",
     "set_input",
-    "unique_upload_name",
     "validate_filename",
     "validate_workflow",
 ]
@@ -293,22 +293,34 @@ def validate_filename(filename: Any, what: str = "filename") -> str:
     return filename
 
 
-def unique_upload_name(filename: str, prompt_id: str) -> str:
-    """``photo.png`` -> ``photo-<prompt_id>.png``: one input name per job.
+# what a content-named upload's extension is taken from: the caller's file name if it names
+# an image format, else the file's type; PIL (ComfyUI's LoadImage) reads the format from
+# the bytes either way, so the extension only has to be a plausible one
+_IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif",
+                               ".tiff"})
+_TYPE_EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp",
+                    "image/gif": ".gif", "image/bmp": ".bmp", "image/tiff": ".tiff"}
 
-    Concurrent jobs that upload files with the same name would otherwise overwrite each
-    other's input on the server (or get ``photo (1).png`` and need the renamed result).
-    The stem is shortened if the result would exceed the file-name limit.
+
+def content_upload_name(digest: str, filename: str | None = None,
+                        content_type: str | None = None) -> str:
+    """``<sha256 hex of the bytes><ext>``: an input file named after its content.
+
+    Why: two jobs with different images never share a name (so concurrent jobs never read
+    each other's input), and the same image always gets the same name, so ComfyUI's cache
+    (keyed by the LoadImage input's name and the file's hash) answers a job repeated on it,
+    and a server that already holds the file need not get it again. Uploaded with
+    ``overwrite`` off, ComfyUI keeps an existing file of that name whose bytes hash the
+    same and answers with the name: it never rewrites an input a running job reads.
     """
-    validate_filename(filename)
-    check_prompt_id(prompt_id)
-    dot = filename.rfind(".")
-    stem, ext = (filename[:dot], filename[dot:]) if dot > 0 else (filename, "")
-    suffix = f"-{prompt_id}{ext}"
-    room = _MAX_NAME_BYTES - len(suffix.encode("utf-8"))
-    if room <= 0:
-        stem, suffix = "", f"{prompt_id}{ext[: _MAX_NAME_BYTES - 36]}"
-    else:
-        while len(stem.encode("utf-8", "surrogatepass")) > room:
-            stem = stem[:-1]
-    return stem + suffix
+    if not isinstance(digest, str) or len(digest) != 64 or digest.strip(
+            "0123456789abcdef"):
+        raise InvalidInputError(f"not a lowercase sha256 hex digest: {digest!r}")
+    ext = ""
+    if isinstance(filename, str):
+        dot = filename.rfind(".")
+        if dot > 0 and filename[dot:].lower() in _IMAGE_EXTENSIONS:
+            ext = filename[dot:].lower()
+    if not ext:
+        ext = _TYPE_EXTENSIONS.get((content_type or "").split(";")[0].strip().lower(), ".png")
+    return digest + ext

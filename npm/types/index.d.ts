@@ -91,6 +91,7 @@ export type ComfyUIErrorCode =
   | "server_unreachable"
   | "cross_origin_blocked"
   | "upload_too_large"
+  | "upload_conflict"
   | "bad_response"
   | "protocol_error"
   | "server_mismatch"
@@ -270,7 +271,11 @@ export interface ProcessImageResult {
   server: string;
   images: OutputImage[];
   history: Record<string, unknown> | null;
-  upload: UploadResult;
+  /** the input, named after its bytes (sha256 hex + extension); `reused`: the server held
+   * it from an earlier job of this page, so it was not sent again */
+  upload: UploadResult & { reused: boolean };
+  /** outputs the job's messages named but its history does not list (not in `images`) */
+  unexpectedOutputs: ImageRef[];
   /** the attempts a failover moved the job away from (their server and prompt id) */
   movedFrom: { server: string; promptId: string }[];
 }

@@ -39,6 +39,7 @@ from pyodide.ffi import (  # type: ignore[import-not-found]
 
 from .errors import ComfyClientError, InvalidInputError
 from .protocol.requests import HttpRequest
+from .protocol.responses import answer_matches
 from .transport import HttpResponse, SocketHandlers, TransportError
 
 _WS_STATES = ("connecting", "open", "closing", "closed")
@@ -119,9 +120,15 @@ class _PageHelpers:
     """The JS side of the hot paths, from ``web/comfyui.js`` (``create_bridge(helpers)``):
     ``revive(text, key, handles)`` (JSON.parse putting Blobs back), ``deliver(fn, text[,
     key, handles])`` (parse and call a page callback in JS, catching what it throws),
-    ``listen(ws, onOpen, onText, onBinary, onClose)`` (WebSocket listeners passing the
-    message data itself), ``request(url, initJson, body, controller, expect, timeoutMs)``
-    (one HTTP exchange started from a plain JS stack, with its deadline), ``log(text)``
+    ``listen(ws, onOpen, onTexts, onBinary, onClose)`` (WebSocket listeners handing over
+    the text messages of each browser task as one batch, and binary ones as they come),
+    ``request(url, initJson, body, controller, expect, timeoutMs)`` (one HTTP exchange
+    started from a plain JS stack, with its deadline), ``requestPair(...)`` (two chained,
+    the second sent only if the first answered what Python expects), ``armOnEnd(...)`` /
+    ``disarm(promptId)`` (requests sent the moment a job's end marker arrives, before
+    Python hears of it), ``digest(blob)`` (a
+    Blob's sha256 hex, remembered per Blob), ``wantProgress(promptId, on)`` (whose progress
+    messages wake Python by themselves), ``log(text)``
     (console output), ``store(key, value)`` (a sessionStorage write once Python's call
     returned) and ``progressSender(fn, jobId, promptId, server, totalNodes)``
     (a function building a progress callback's payload in JS from the values that move).
@@ -132,9 +139,14 @@ class _PageHelpers:
     deliver: Any = None
     listen: Any = None
     request: Any = None
+    requestPair: Any = None  # the JS names
+    armOnEnd: Any = None
+    disarm: Any = None
+    digest: Any = None
+    wantProgress: Any = None
     log: Any = None
     store: Any = None
-    progressSender: Any = None  # the JS name
+    progressSender: Any = None
     soon: Any = None
 
 
@@ -228,12 +240,12 @@ class BrowserSocket:
         if _JS.listen is not None:
             self._proxies = {
                 "open": LEDGER.proxy(self._on_open),
-                "text": LEDGER.proxy(handlers.on_text),
+                "texts": LEDGER.proxy(self._on_texts),
                 "binary": LEDGER.proxy(handlers.on_binary),
                 "close": LEDGER.proxy(self._on_close_code),
             }
             px = self._proxies
-            self._listening = _JS.listen(self._ws, px["open"], px["text"], px["binary"],
+            self._listening = _JS.listen(self._ws, px["open"], px["texts"], px["binary"],
                                          px["close"])
             LEDGER.listeners += 3
         else:
@@ -258,6 +270,13 @@ class BrowserSocket:
 
     def _on_open(self, _event: Any = None) -> None:
         self._handlers.on_open()
+
+    def _on_texts(self, batch: Any) -> None:
+        """The text messages comfyui.js gathered in one browser task, in order: one call
+        into Python for all of them instead of one each."""
+        on_text = self._handlers.on_text
+        for text in batch.to_py():
+            on_text(text)
 
     def _on_message(self, event: Any) -> None:
         data = event.data
@@ -322,24 +341,61 @@ class BrowserTransport:
         """Proxies and WebSocket listeners this page's client holds (``ProxyLedger``)."""
         return LEDGER.counts()
 
-    async def request(
-        self, base: str, req: HttpRequest, *, extra_headers: dict[str, str], timeout: float
-    ) -> HttpResponse:
-        url = req.url(base)
+    def _prepare(self, base: str, req: HttpRequest, extra_headers: dict[str, str]
+                 ) -> tuple[str, dict[str, Any], Any]:
+        """``(url, init, body)`` of one request: ``init`` is the fetch options but the body,
+        the body as the browser sends it. With comfyui.js an upload's body is the Blob
+        itself and ``init["form"]`` names its fields: the FormData is assembled in JS, not
+        through one FFI call per part from here."""
         headers = dict(req.headers)
         headers.update(extra_headers)
+        init: dict[str, Any] = {"method": req.method, "headers": headers}
         body: Any = None
         if req.json is not None:
             headers.setdefault("Content-Type", "application/json")
             body = json.dumps(req.json)
         elif req.form is not None:
-            body = self._form_data(req)
+            form = req.form
+            if _JS.request is not None and is_blob(form.file):
+                init["form"] = {"fields": [[k, str(v)] for k, v in form.fields],
+                                "file": [form.file_field, form.filename]}
+                body = form.file
+            else:
+                body = self._form_data(req)
+        return req.url(base), init, body
+
+    @staticmethod
+    def _response(url: str, expect: str, status: Any, headers: Any, data: Any) -> HttpResponse:
+        status, hdrs = int(status), json.loads(str(headers))
+        if expect == "blob" and 200 <= status < 300:
+            return HttpResponse(status, hdrs, data, int(data.size), url)
+        if data is None or data is jsnull:
+            return HttpResponse(status, hdrs, b"", 0, url)
+        raw = data.to_bytes()
+        return HttpResponse(status, hdrs, raw, len(raw), url)
+
+    async def _failure(self, base: str, exc: JsException, timeout: float) -> TransportError:
+        """What a rejected fetch means: a timeout, a refused origin or no answer at all."""
+        if getattr(exc, "name", None) == "TimeoutError":
+            return TransportError(f"no answer within {timeout:g}s", kind="timeout")
+        # fetch rejects with the same TypeError for a refused connection and for a CORS
+        # refusal; a second, opaque request tells them apart.
+        if await self._answers_opaquely(base):
+            return TransportError(
+                "the server answered, but the browser did not let this page read the "
+                "answer (no CORS headers for this origin)", kind="cors")
+        return TransportError(str(exc), kind="network")
+
+    async def request(
+        self, base: str, req: HttpRequest, *, extra_headers: dict[str, str], timeout: float
+    ) -> HttpResponse:
+        url, init, body = self._prepare(base, req, extra_headers)
         controller = js.AbortController.new()
         expect = req.expect
 
         async def exchange() -> tuple[Any, Any, Any]:
             # without comfyui.js: the same exchange through plain FFI calls
-            init_js = {"method": req.method, "headers": headers, "signal": controller.signal}
+            init_js = {**init, "signal": controller.signal}
             if body is not None:
                 init_js["body"] = body
             resp = await _await_js(js.fetch(url, to_plain_js(init_js)))
@@ -355,20 +411,11 @@ class BrowserTransport:
             if _JS.request is not None:
                 # comfyui.js runs fetch + body read in JS with the deadline: one await here,
                 # no Python timer, no browser call under Python's frames (see its comment)
-                init = json.dumps({"method": req.method, "headers": headers})
-                out = await _await_js(_JS.request(url, init, body, controller, expect,
-                                                  max(1, round(timeout * 1000))))
-                answer = (out.status, out.headers, out.body)
-            else:
-                # one deadline for the answer and its body: one timer task per request
-                answer = await asyncio.wait_for(exchange(), timeout)
-            status, hdrs, data = int(answer[0]), json.loads(str(answer[1])), answer[2]
-            if expect == "blob" and 200 <= status < 300:
-                return HttpResponse(status, hdrs, data, int(data.size), url)
-            if data is None or data is jsnull:
-                return HttpResponse(status, hdrs, b"", 0, url)
-            raw = data.to_bytes()
-            return HttpResponse(status, hdrs, raw, len(raw), url)
+                out = await _await_js(_JS.request(url, json.dumps(init), body, controller,
+                                                  expect, max(1, round(timeout * 1000))))
+                return self._response(url, expect, out.status, out.headers, out.body)
+            # one deadline for the answer and its body: one timer task per request
+            return self._response(url, expect, *await asyncio.wait_for(exchange(), timeout))
         except TimeoutError:
             controller.abort()
             raise TransportError(f"no answer within {timeout:g}s", kind="timeout") from None
@@ -376,15 +423,113 @@ class BrowserTransport:
             controller.abort()  # nobody waits for the answer any more
             raise
         except JsException as exc:
-            if getattr(exc, "name", None) == "TimeoutError":
-                raise TransportError(f"no answer within {timeout:g}s", kind="timeout") from None
-            # fetch rejects with the same TypeError for a refused connection and for a CORS
-            # refusal; a second, opaque request tells them apart.
-            if await self._answers_opaquely(base):
-                raise TransportError(
-                    "the server answered, but the browser did not let this page read the "
-                    "answer (no CORS headers for this origin)", kind="cors") from None
-            raise TransportError(str(exc), kind="network") from None
+            raise await self._failure(base, exc, timeout) from None
+
+    async def request_pair(
+        self, base: str, first: HttpRequest, second: HttpRequest, *, expect: dict[str, Any],
+        extra_headers: dict[str, str], timeouts: tuple[float, float],
+    ) -> tuple[HttpResponse, HttpResponse | TransportError | None]:
+        """``first``, then ``second`` the moment ``first`` answers a JSON object with every
+        field of ``expect``: comfyui.js's ``requestPair`` chains them in JS, so no Python
+        step (and no wake-up of this task) lies between the two. Without comfyui.js they go
+        one after the other from here. ``second`` comes back as its answer, its
+        ``TransportError``, or None when it was held back."""
+        if _JS.requestPair is None:
+            resp = await self.request(base, first, extra_headers=extra_headers,
+                                      timeout=timeouts[0])
+            if not answer_matches(resp.status, resp.body, expect):
+                return resp, None
+            try:
+                return resp, await self.request(base, second, extra_headers=extra_headers,
+                                                timeout=timeouts[1])
+            except TransportError as exc:
+                return resp, exc
+        url1, init1, body1 = self._prepare(base, first, extra_headers)
+        url2, init2, body2 = self._prepare(base, second, extra_headers)
+        controllers = (js.AbortController.new(), js.AbortController.new())
+        try:
+            out = await _await_js(_JS.requestPair(
+                url1, json.dumps(init1), body1, controllers[0], max(1, round(timeouts[0] * 1000)),
+                url2, json.dumps(init2), body2,
+                controllers[1], max(1, round(timeouts[1] * 1000)), json.dumps(expect)))
+        except asyncio.CancelledError:
+            for controller in controllers:
+                controller.abort()
+            raise
+        except JsException as exc:
+            raise await self._failure(base, exc, timeouts[0]) from None
+        a = out.first
+        resp = self._response(url1, first.expect, a.status, a.headers, a.body)
+        b = out.second
+        if b is None or b is jsnull:
+            return resp, None
+        failed = getattr(b, "failed", None)
+        if failed is not None and failed is not jsnull:
+            if str(failed) == "TimeoutError":
+                return resp, TransportError(f"no answer within {timeouts[1]:g}s",
+                                            kind="timeout")
+            return resp, TransportError(str(b.message), kind="network")
+        return resp, self._response(url2, second.expect, b.status, b.headers, b.body)
+
+    def arm_on_end(self, prompt_id: str, base: str, req: HttpRequest, *,
+                   extra_headers: dict[str, str], timeout: float) -> Any:
+        """Have comfyui.js send ``req`` the moment ``prompt_id``'s end marker
+        (``executing{node: null}``) reaches a socket listener, before Python hears of it.
+        Returns an awaitable of the answer, of a ``TransportError``, or of None when it
+        was disarmed before it went out; None without comfyui.js."""
+        if _JS.armOnEnd is None:
+            return None  # without comfyui.js nothing listens for the marker before Python
+        url, init, body = self._prepare(base, req, extra_headers)
+        controller = js.AbortController.new()
+        fired = _JS.armOnEnd(prompt_id, url, json.dumps(init), body, controller, req.expect,
+                             max(1, round(timeout * 1000)))
+
+        async def answer() -> HttpResponse | TransportError | None:
+            try:
+                out = await _await_js(fired)
+            except asyncio.CancelledError:
+                controller.abort()
+                raise
+            if out is None or out is jsnull:
+                return None
+            failed = getattr(out, "failed", None)
+            if failed is not None and failed is not jsnull:
+                if str(failed) == "TimeoutError":
+                    return TransportError(f"no answer within {timeout:g}s", kind="timeout")
+                return TransportError(str(out.message), kind="network")
+            return self._response(url, req.expect, out.status, out.headers, out.body)
+
+        return answer()
+
+    def disarm(self, prompt_id: str) -> None:
+        """``prompt_id``'s armed requests that have not gone out never will."""
+        if _JS.disarm is not None:
+            _JS.disarm(prompt_id)
+
+    async def content_digest(self, file: Any) -> str:
+        """The sha256 (hex) of an upload's bytes, for its content name: comfyui.js hashes a
+        Blob with ``crypto.subtle`` and remembers it per Blob, so its bytes never enter
+        Python. Without it (no comfyui.js, or an insecure origin, which has no
+        ``crypto.subtle``) the bytes are read and hashed here."""
+        try:
+            if _JS.digest is not None:
+                hexdigest = await _await_js(_JS.digest(file))
+                if hexdigest is not None and hexdigest is not jsnull:
+                    return str(hexdigest)
+            data = await _await_js(file.arrayBuffer())
+        except JsException as exc:
+            raise InvalidInputError(f"the file to upload could not be read ({exc})",
+                                    hint="pick the file again") from None
+        import hashlib
+
+        return hashlib.sha256(data.to_bytes()).hexdigest()
+
+    def want_progress(self, prompt_id: str, wanted: bool) -> None:
+        """Whether someone listens to this job's progress. Progress messages of jobs nobody
+        listens to wait in comfyui.js's batch for the next other message instead of waking
+        Python by themselves (the latest per job and kind is kept)."""
+        if _JS.wantProgress is not None:
+            _JS.wantProgress(prompt_id, wanted)
 
     @staticmethod
     async def _answers_opaquely(base: str) -> bool:
@@ -678,8 +823,9 @@ def create_bridge(helpers: Any = None, microtask_loop: bool = True) -> Bridge:
     global _soon
     _fresh_page()
     if helpers is not None and helpers is not jsnull:
-        for name in ("revive", "deliver", "listen", "request", "log", "store",
-                     "progressSender", "soon"):
+        for name in ("revive", "deliver", "listen", "request", "requestPair", "armOnEnd",
+                     "disarm", "digest", "wantProgress", "log", "store", "progressSender",
+                     "soon"):
             fn = getattr(helpers, name, None)
             if fn is not None and fn is not jsnull:
                 setattr(_JS, name, fn)

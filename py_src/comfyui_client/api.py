@@ -236,10 +236,11 @@ class PageApi:
     # ------------------------------------------------------------------ whole lifecycle
 
     async def js_processImage(
-        self, workflow: Any, file: Any, options: Any = None
+        self, workflow: Any, file: Any, options: Any = None, digest: Any = None
     ) -> dict[str, Any]:
         """The whole job on one server (``PoolClient.run_job``): the arguments are checked
-        here, before anything is sent."""
+        here, before anything is sent. ``digest``: the sha256 (hex) of a Blob ``file``,
+        computed by comfyui.js before the call (the input is named after it)."""
         opts = _opt_dict(options, "processImage options")
         c = self._client()
         graph = wf.validate_workflow(workflow)
@@ -250,6 +251,7 @@ class PageApi:
             content_type=args["content_type"], size=args["size"],
             prompt_id=_opt_str(opts, "promptId"), on_progress=opts.get("onProgress"),
             on_preview=opts.get("onPreview"),
+            digest=digest if isinstance(digest, str) and self.is_blob(file) else None,
         )
 
     async def js_runConsistencySelfTest(self, options: Any = None) -> dict[str, Any]:

@@ -33,8 +33,14 @@ class JobEndings:
         self.book, self.routing, self.health, self.store = book, routing, health, store
 
     def task_done(self, rec: JobRecord, why: str) -> None:
-        """The task stops being pending (it may release the session lock); the tab's job
-        map is saved."""
+        """The task stops being pending (it may release the session lock); its early
+        downloads still running stop, requests armed for its end marker never go out, its
+        progress stops being asked for, and the tab's job map is saved."""
+        rec.cancel_downloads()
+        disarm = getattr(self.env, "disarm", None)  # what was armed for its end marker
+        if disarm is not None:
+            disarm(rec.job.prompt_id)
+        self.book.quiet(rec)
         self.routing.task_done(rec.job.prompt_id, why)
         self.store.save(self.book)
 

@@ -113,6 +113,14 @@ class BadResponse(ServerError):
     code = "bad_response"
 
 
+class UploadConflict(ServerError):
+    """The server stored an upload under another name than the one asked for: it already
+    holds a different file under that name. The job that was to read it is not submitted,
+    so a wrong input is never used."""
+
+    code = "upload_conflict"
+
+
 class ProtocolError(ServerError):
     """A WebSocket frame could not be decoded (truncated, oversized, malformed)."""
 

@@ -29,10 +29,12 @@ from .errors import (
     BadResponse,
     ComfyClientError,
     InvalidInputError,
+    InvalidWorkflow,
     JobInterrupted,
     JobLost,
     ServerLost,
     ServerUnreachable,
+    UploadConflict,
 )
 from .gate import HttpGate
 from .health import HealthMonitor
@@ -55,6 +57,9 @@ class JobLifecycle:
         self.env, self.options, self.log = env, options, endings.log
         self.gate, self.health, self.routing, self.channels = gate, health, routing, channels
         self.book, self.store, self.endings = book, store, endings
+        # (server, content-named input) this page uploaded there: not sent again (bounded)
+        self.held: dict[tuple[str, str], None] = {}
+        book.on_output = self._prefetch
 
     @property
     def session(self) -> bool:
@@ -75,17 +80,27 @@ class JobLifecycle:
         on_progress: Any = None,
         on_preview: Any = None,
         server: str | None = None,
+        digest: str | None = None,
     ) -> dict[str, Any]:
         """Upload -> set the load-image input -> submit -> wait -> history -> images, all on
         the job's one server; returns ``{promptId, server, images, history, upload,
-        movedFrom}``.
+        movedFrom, unexpectedOutputs}``.
 
-        ``server`` pins the job to that server *outside* the session lock (the self test
-        runs one job per server so, without moving the lock or waiting for it). The
-        uploaded name is made unique per job, so concurrent jobs never read each other's
-        input whatever file names callers pass. A cancelled call releases its job."""
+        The input is named after its bytes (``workflow.content_upload_name``): concurrent
+        jobs with different images never share a name, a job repeated on the same image
+        hits ComfyUI's cache, and a server this page already gave those bytes is not sent
+        them again. The ``POST /prompt`` goes out the moment the upload answers with that
+        name (``HttpGate.send_pair``); each output downloads as soon as an ``executed``
+        message names it, while the job still runs, and ``GET /history`` runs beside those
+        downloads. ``server`` pins the job to that server *outside* the session lock (the
+        self test runs one job per server so, without moving the lock or waiting for it).
+        ``digest``: the sha256 (hex) of ``file``'s bytes when the caller has it already
+        (comfyui.js hashes a Blob before the call). A cancelled call releases its job."""
         graph = wf.validate_workflow(workflow)
         node = wf.pick_image_node(graph, image_node)
+        wf.validate_filename(filename)
+        upload = {"file": file, "digest": digest, "filename": filename,
+                  "content_type": content_type, "size": size}
         pid = prompt_id or wf.new_prompt_id()
         callbacks = {"onProgress": on_progress, "onPreview": on_preview}
         if server is not None:
@@ -100,8 +115,6 @@ class JobLifecycle:
             rec = self._create(pid, self.routing.select(), graph, callbacks)
             # this call holds the input file, so it alone can re-run the job elsewhere
             rec.can_move = self.options.failover != "off"
-        upload = {"file": file, "filename": filename, "content_type": content_type,
-                  "size": size}
         while True:
             try:
                 up, rec, images = await self._attempt(rec, graph, node, upload,
@@ -109,7 +122,8 @@ class JobLifecycle:
                 break
             except ComfyClientError as exc:
                 if not self.book.finished(rec):
-                    self.endings.fail(rec, exc, "failed")
+                    self.endings.fail(rec, exc, "rejected" if exc.code == "invalid_workflow"
+                                      else "failed")
                 if rec.job.state != jobs_mod.MOVED:
                     raise
                 rec = self.move(rec, callbacks)  # failover: same job, new attempt elsewhere
@@ -119,28 +133,60 @@ class JobLifecycle:
                 raise
         return {"promptId": rec.job.prompt_id, "server": rec.job.server, "images": images,
                 "history": rec.history.raw if rec.history else None,
-                "upload": up, "movedFrom": list(rec.moved_from)}
+                "upload": up, "movedFrom": list(rec.moved_from),
+                "unexpectedOutputs": list(rec.unexpected)}
 
     async def _attempt(self, rec: JobRecord, graph: dict[str, Any], node: str,
                        upload: dict[str, Any], *, outside_lock: bool,
                        ) -> tuple[dict[str, Any], JobRecord, list[Any]]:
         """One attempt of ``run_job`` on the record's server: every step on that server."""
-        pid = rec.job.prompt_id
+        server = rec.job.server
         if outside_lock:
-            await self.channels.open(rec.job.server, locks=False)
+            await self.channels.open(server, locks=False)
         elif not self.session:
             await self.connect_for_job(rec)
-        unique = wf.unique_upload_name(upload["filename"], pid)
-        up = await self.upload(upload["file"], filename=unique, overwrite=True,
-                               content_type=upload["content_type"], size=upload["size"],
-                               job=pid)
-        graph = wf.set_input(graph, node, "image", up["name"] if not up["subfolder"]
-                             else f"{up['subfolder']}/{up['name']}")
-        # a server that names jobs itself renames ours: follow the record
-        rec = await self.submit(graph, record=rec)
+        name = upload.get("name")
+        if name is None:  # the first attempt names the input after its bytes
+            digest = upload["digest"] or await self._digest(upload["file"])
+            name = upload["name"] = wf.content_upload_name(
+                digest, upload["filename"], upload["content_type"])
+        graph = wf.set_input(graph, node, "image", name)
+        rec.downloads = {}  # outputs download as soon as a message names them
+        up: dict[str, Any] | None = None
+        if (server, name) in self.held:
+            # this page gave these bytes to this server before: submit at once; a server
+            # that lost the file (a restart, a cleaned input folder) refuses the prompt,
+            # and then gets the file again and the job runs all the same
+            try:
+                rec, _ = await self._submit(rec, graph)
+                up = {"name": name, "subfolder": "", "type": "input", "server": server,
+                      "reused": True}
+            except InvalidWorkflow as exc:
+                if not rs.missing_input_files(exc.details.get("node_errors"), [name]):
+                    raise
+                self.held.pop((server, name), None)
+                self.log(f"{server} no longer holds {name}: uploading it again")
+        if up is None:
+            rec, up = await self._submit(rec, graph, upload=upload)
+        # the history read leaves the moment the job's end marker arrives
+        rec.armed_history = self.gate.arm(server, rq.get_history(rec.job.prompt_id),
+                                          job=rec.job.prompt_id, operation="history")
         rec = await self.wait(rec.job.prompt_id)
         images = await self.fetch_outputs(rec.job.prompt_id)
         return up, rec, images
+
+    async def _digest(self, file: Any) -> str:
+        """The sha256 (hex) of the input's bytes, for its name: hashed off the Python path
+        where the environment can (the page: ``crypto.subtle`` in JS, remembered per Blob)."""
+        digest = getattr(self.env, "content_digest", None)
+        if isinstance(file, (bytes, bytearray, memoryview)) or digest is None:
+            import hashlib
+
+            if not isinstance(file, (bytes, bytearray, memoryview)):
+                raise InvalidInputError(
+                    f"cannot upload a {type(file).__name__}: pass a File, a Blob or bytes")
+            return hashlib.sha256(file).hexdigest()
+        return await digest(file)
 
     def _create(
         self, prompt_id: str, server: str, workflow: Any, callbacks: dict[str, Any],
@@ -220,6 +266,22 @@ class JobLifecycle:
             if self.session:
                 await routing.connect(target)
                 target = routing.lock.locked_server or target
+        req, limit = self._upload_request(target, file, filename=filename,
+                                          subfolder=subfolder, image_type=image_type,
+                                          overwrite=overwrite, content_type=content_type,
+                                          size=size, job=job)
+        resp = await self.gate.send(target, req, job=job, operation="upload",
+                                    timeout=self.options.upload_timeout_s)
+        result = self.gate.parse(rs.parse_upload, resp, target, job, max_upload_size=limit)
+        routing.note_upload(result.name, target)
+        return {"name": result.name, "subfolder": result.subfolder, "type": result.type,
+                "server": target}
+
+    def _upload_request(self, target: str, file: Any, *, filename: str, subfolder: str = "",
+                        image_type: str = "input", overwrite: bool, content_type: str,
+                        size: int | None, job: str | None) -> tuple[rq.HttpRequest, int | None]:
+        """The upload request, refused before anything is sent when the server's announced
+        size limit says it would be (413)."""
         limit = self.health.max_upload_size(target)
         if size is not None and limit and size > limit:
             raise rs.upload_too_large(target, size=size, limit=limit, prompt_id=job)
@@ -227,12 +289,7 @@ class JobLifecycle:
             file, filename=filename, subfolder=subfolder, image_type=image_type,
             overwrite=overwrite, content_type=content_type,
         )
-        resp = await self.gate.send(target, req, job=job, operation="upload",
-                                    timeout=self.options.upload_timeout_s)
-        result = self.gate.parse(rs.parse_upload, resp, target, job, max_upload_size=limit)
-        routing.note_upload(result.name, target)
-        return {"name": result.name, "subfolder": result.subfolder, "type": result.type,
-                "server": target}
+        return req, limit
 
     async def submit(
         self,
@@ -261,19 +318,33 @@ class JobLifecycle:
                                   {"onProgress": on_progress, "onPreview": on_preview})
             if not self.session:
                 await self.connect_for_job(record)
+        try:
+            record, _ = await self._submit(record, graph)
+        except ComfyClientError as exc:
+            self.endings.fail(record, exc,
+                              "rejected" if exc.code == "invalid_workflow" else "failed")
+            raise
+        return record
+
+    async def _submit(self, record: JobRecord, graph: dict[str, Any], *,
+                      upload: dict[str, Any] | None = None,
+                      ) -> tuple[JobRecord, dict[str, Any] | None]:
+        """``POST /prompt`` for the job (after its input's upload, sent as a pair, when
+        ``upload`` is given); returns the record (renamed if the server named the job
+        itself) and the upload's result. Errors are raised, the job is not failed here."""
         pid, target = record.job.prompt_id, record.job.server
         record.workflow = graph
         record.job = jobs_mod.mark(record.job, "submitting", now=self.env.wall_time())
         chan = self.channels.get(target)
         if chan is not None:
             chan.submit_started()
+        up = None
         try:
-            try:
-                accepted = await self._post_prompt(target, graph, pid)
-            except ComfyClientError as exc:
-                self.endings.fail(record, exc,
-                                  "rejected" if exc.code == "invalid_workflow" else "failed")
-                raise
+            req = rq.post_prompt(graph, client_id=self.store.client_id, prompt_id=pid)
+            first = None
+            if upload is not None:
+                up, first = await self._upload_then_post(record, upload, req)
+            accepted = await self._post_prompt(target, req, pid, first=first)
             if accepted.prompt_id and accepted.prompt_id != pid:
                 # An older server ignored our id: adopt its id, keeping the same server,
                 # and apply what it said under that id before its answer came, in order.
@@ -287,7 +358,37 @@ class JobLifecycle:
         record.job = jobs_mod.submitted(record.job, number=accepted.number,
                                         now=self.env.wall_time())
         self.book.emit_job(record, "queued")
-        return record
+        return record, up
+
+    async def _upload_then_post(self, record: JobRecord, upload: dict[str, Any],
+                                post: rq.HttpRequest) -> tuple[dict[str, Any], Any]:
+        """The content-named upload and, the moment it answers with that name, the
+        ``POST /prompt`` whose workflow reads it: no Python step between the two in the
+        page. Returns the upload's result and the POST's answer (or its typed error). An
+        upload the server stored under another name holds the POST back and ends here."""
+        pid, target, name = record.job.prompt_id, record.job.server, upload["name"]
+        req, limit = self._upload_request(target, upload["file"], filename=name,
+                                          overwrite=False, content_type=upload["content_type"],
+                                          size=upload["size"], job=pid)
+        resp, answer = await self.gate.send_pair(
+            target, req, post, job=pid, operations=("upload", "submit"),
+            expect={"name": name, "subfolder": ""},
+            timeouts=(self.options.upload_timeout_s, self.options.request_timeout_s))
+        result = self.gate.parse(rs.parse_upload, resp, target, pid, max_upload_size=limit)
+        if answer is None or result.name != name or result.subfolder:
+            stored = f"{result.subfolder}/{result.name}" if result.subfolder else result.name
+            raise UploadConflict(
+                f"the server stored the input as {stored!r}, not {name!r}: it already holds "
+                "a different file under that name, so the job was not submitted",
+                server=target, prompt_id=pid,
+                hint=f"remove {name} from the server's input folder (its content is not "
+                "what its name says) and run the job again",
+                details={"expected": name, "stored": stored})
+        self.held[(target, name)] = None
+        if len(self.held) > 4096:
+            self.held.pop(next(iter(self.held)))
+        return ({"name": name, "subfolder": "", "type": result.type, "server": target,
+                 "reused": False}, answer)
 
     async def connect_for_job(self, rec: JobRecord) -> None:
         """Job mode: the socket to the job's server. When the socket cannot open but HTTP
@@ -309,17 +410,23 @@ class JobLifecycle:
         self.log(f"WebSocket to {server} unavailable ({ws_error.message}); "
                  f"job {rec.job.prompt_id} continues by polling")
 
-    async def _post_prompt(self, target: str, graph: dict[str, Any], pid: str) -> Any:
+    async def _post_prompt(self, target: str, req: rq.HttpRequest, pid: str, *,
+                           first: Any = None) -> Any:
         """POST /prompt, retried once when it may not have reached ComfyUI (no answer, or a
         proxy's 502/503/504) or its 2xx answer cannot be read (a proxy mangled the body) —
         but only after asking the server whether it already knows our client-chosen id, so a
-        retry never creates a second job."""
-        req = rq.post_prompt(graph, client_id=self.store.client_id, prompt_id=pid)
+        retry never creates a second job. ``first``: the first attempt's outcome when it was
+        sent already (right after the upload: its answer, or its typed error)."""
         known = rs.PromptAccepted(prompt_id=pid, number=None, node_errors={})
         for attempt in range(2):
             last = attempt == 1
             try:
-                resp = await self.gate.send(target, req, job=pid, operation="submit")
+                if attempt == 0 and first is not None:
+                    if isinstance(first, ComfyClientError):
+                        raise first
+                    resp = first
+                else:
+                    resp = await self.gate.send(target, req, job=pid, operation="submit")
             except ServerUnreachable:
                 if last:
                     raise
@@ -386,12 +493,16 @@ class JobLifecycle:
             interval = self.options.stall_check_s if live else self.options.poll_interval_s
             if not await self.book.until_done(rec, interval):
                 await self.check_stalled(rec)
+        # what was armed for the end marker and has not gone out (the job ended otherwise,
+        # or before it was armed) is sent from here instead
+        self.gate.disarm(rec.job.prompt_id)
+        armed, rec.armed_history = rec.armed_history, None
         if rec.error is not None:
             raise rec.error
         if rec.job.state in ("failed", "interrupted"):
             raise self.endings.job_error(rec)
         if rec.history is None:
-            rec.history = await self.history(prompt_id, retry=True)
+            rec.history = await self.history(prompt_id, retry=True, first=armed)
         return rec
 
     async def check_stalled(self, rec: JobRecord) -> None:
@@ -453,15 +564,19 @@ class JobLifecycle:
                 if entry is not None:
                     self._finish_from_history(rec, entry)
 
-    async def history(self, prompt_id: str, *, retry: bool = False) -> Any:
+    async def history(self, prompt_id: str, *, retry: bool = False,
+                      first: asyncio.Future | None = None) -> Any:
         """GET /history/{id} from the job's server; with ``retry``, an empty answer (not
-        written yet) and a 5xx are asked again, ``historyRetries`` times in all."""
+        written yet) and a 5xx are asked again, ``historyRetries`` times in all. ``first``:
+        the first read, armed to go out at the job's end marker (``HttpGate.arm``)."""
         rec = self.book.get(prompt_id)
         server = rec.job.server if rec else self.routing.api_base(prompt_id)
         attempts = self.options.history_retries if retry else 1
         for attempt in range(attempts):
-            resp = await self.gate.send(server, rq.get_history(prompt_id), job=prompt_id,
-                                        operation="history")
+            resp = await first if first is not None and attempt == 0 else None
+            if resp is None:
+                resp = await self.gate.send(server, rq.get_history(prompt_id), job=prompt_id,
+                                            operation="history")
             last = attempt + 1 == attempts
             # a 5xx to this idempotent read is asked again like an empty history; only the
             # last one is reported (as the typed error parse raises)
@@ -474,33 +589,86 @@ class JobLifecycle:
         return None
 
     async def fetch_outputs(self, prompt_id: str) -> list[dict[str, Any]]:
-        """Download every output image of the job from the job's own server. (comfyui.js
-        gives each item a ``url`` made on first read.)"""
+        """Every output image the job's history lists, from the job's own server, in the
+        history's order; the downloads run in parallel, and those started early (when an
+        ``executed`` message named the image) are used, not repeated. An output the
+        messages named but the history does not list is reported, not returned.
+        (comfyui.js gives each item a ``url`` made on first read.)"""
         rec = self.record_of(prompt_id)
         if rec.history is None:
             rec.history = await self.history(prompt_id, retry=True)
         if rec.history is None:
             raise JobLost("no history for this job", server=rec.job.server, prompt_id=prompt_id)
-        images = []
-        for ref in rec.history.images:
-            blob = await self.image(ref.filename, ref.subfolder, ref.type, job=prompt_id)
-            item = {"filename": ref.filename, "subfolder": ref.subfolder, "type": ref.type,
-                    "blob": blob, "server": rec.job.server}
-            images.append(item)
+        listed = rec.history.images
+        early = rec.downloads or {}
+        tasks = []
+        for ref in listed:
+            task = early.get(ref)
+            if task is None or task.cancelled():
+                task = self._download(ref, prompt_id)
+            tasks.append(task)
+        blobs = await asyncio.gather(*tasks) if tasks else []
+        server = rec.job.server
+        images = [{"filename": ref.filename, "subfolder": ref.subfolder, "type": ref.type,
+                   "blob": blob, "server": server} for ref, blob in zip(listed, blobs, strict=True)]
         rec.images = images
+        named = set(listed)
+        unexpected = [ref.to_dict() for ref in early if ref not in named]
+        if unexpected and not rec.unexpected:
+            rec.unexpected = unexpected
+            self.log(f"job {prompt_id}: {len(unexpected)} output(s) named by its messages are "
+                     f"not in its history on {rec.job.server}: "
+                     + ", ".join(u["filename"] for u in unexpected))
         if rec.job.state in jobs_mod.AWAITING_OUTPUTS:
             rec.job = jobs_mod.outputs_fetched(rec.job, now=self.env.wall_time())
             self.endings.task_done(rec, "outputs fetched")
             self.book.emit_job(rec, "outputs_fetched")
         return images
 
+    def _prefetch(self, rec: JobRecord, event: Any) -> None:
+        """An ``executed`` message named outputs of a run_job job (``JobBook.on_output``):
+        each downloads now, while the job's other nodes still run. The outputs of its last
+        node are armed to go out with the job's end marker instead, beside the history
+        read: the marker follows within a millisecond or two, and sent at once they only
+        competed with the server finishing the job (measured against a real ComfyUI 0.33 on
+        the CPU: its end marker came 3.8 ms later, the job ended 1.2 ms later in all)."""
+        downloads = rec.downloads
+        if downloads is None:
+            return
+        refs = [ref for ref in event.images if ref not in downloads]
+        if not refs:
+            return
+        job = rec.job
+        done = set(job.executed_nodes).union(job.cached_nodes)
+        at_end = rec.workflow is not None and done.issuperset(rec.workflow)
+        for ref in refs:
+            downloads[ref] = self._download(ref, job.prompt_id, at_end=at_end)
+
+    def _download(self, ref: Any, prompt_id: str, *, at_end: bool = False) -> asyncio.Future:
+        """One output's ``GET /view`` as a task; ``at_end``: armed to go out with the job's
+        end marker (sent from here if it never does). A failure nobody awaits is not
+        reported as an unretrieved exception (the history decides whether it matters)."""
+        armed = None
+        if at_end:
+            server = self.routing.pins.server_of(prompt_id) or ""
+            armed = self.gate.arm(server, rq.view(ref.filename, ref.subfolder, ref.type),
+                                  job=prompt_id, operation="image download")
+        task = asyncio.ensure_future(self.image(ref.filename, ref.subfolder, ref.type,
+                                                job=prompt_id, first=armed))
+        task.add_done_callback(_retrieve)
+        return task
+
     async def image(self, filename: str, subfolder: str, image_type: str, *,
-                    job: str | None = None, server: str | None = None) -> Any:
-        """GET /view of one file from the job's server (or the named one, or the API base)."""
+                    job: str | None = None, server: str | None = None,
+                    first: asyncio.Future | None = None) -> Any:
+        """GET /view of one file from the job's server (or the named one, or the API base);
+        ``first``: the request armed for the job's end marker, if it went out."""
         target = (self.routing.pins.server_of(job) if job
                   else (server or self.routing.api_base()))
-        resp = await self.gate.send(target, rq.view(filename, subfolder, image_type), job=job,
-                                    operation="image download")
+        resp = await first if first is not None else None
+        if resp is None:
+            resp = await self.gate.send(target, rq.view(filename, subfolder, image_type),
+                                        job=job, operation="image download")
         if not 200 <= resp.status < 300:
             self.gate.parse(rs.check_status, resp, target, job)
         return resp.body
@@ -539,3 +707,8 @@ class JobLifecycle:
             rec.job = jobs_mod.mark(rec.job, "released", now=self.env.wall_time())
             self.book.settle(rec, "released")
             self.endings.task_done(rec, "released by caller")
+
+
+def _retrieve(task: asyncio.Future) -> None:
+    if not task.cancelled():
+        task.exception()

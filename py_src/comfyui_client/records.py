@@ -47,6 +47,20 @@ class JobRecord:
     sender: Any = None
     sender_for: Any = None
     sender_fixed: tuple = ()
+    # run_job's jobs: each output image's download, started as soon as an ``executed``
+    # message names it (``JobBook.on_output``), by ``protocol.ImageRef``; None: no early
+    # downloads (step-by-step jobs fetch what their caller asks for)
+    downloads: dict[Any, asyncio.Future] | None = None
+    # run_job's history read, armed to go out with the job's end marker (HttpGate.arm)
+    armed_history: asyncio.Future | None = None
+    # outputs the job's messages named but its history does not list (reported)
+    unexpected: list[dict[str, str]] = field(default_factory=list)
+
+    def cancel_downloads(self) -> None:
+        """The job ended without its outputs: stop the early downloads still running."""
+        for task in (self.downloads or {}).values():
+            if not task.done():
+                task.cancel()
 
 
 def is_finished(rec: JobRecord) -> bool:
@@ -62,6 +76,11 @@ class JobBook:
         self.env = env
         self.log = log
         self.records: dict[str, JobRecord] = {}
+        # called with (record, executed event) for jobs that download outputs early
+        self.on_output: Callable[[JobRecord, Any], None] | None = None
+        # the environment's progress filter (the page): messages of jobs nobody listens to
+        # need not wake Python one by one
+        self._want_progress = getattr(env, "want_progress", None)
 
     finished = staticmethod(is_finished)
 
@@ -70,9 +89,19 @@ class JobBook:
 
     def add(self, rec: JobRecord) -> None:
         self.records[rec.job.prompt_id] = rec
+        if rec.on_progress is not None and self._want_progress is not None:
+            self._want_progress(rec.job.prompt_id, True)
 
     def pop(self, prompt_id: str) -> JobRecord | None:
-        return self.records.pop(prompt_id, None)
+        rec = self.records.pop(prompt_id, None)
+        if rec is not None:
+            self.quiet(rec)
+        return rec
+
+    def quiet(self, rec: JobRecord) -> None:
+        """Nobody waits for this job's progress any more (it ended, or was renamed)."""
+        if rec.on_progress is not None and self._want_progress is not None:
+            self._want_progress(rec.job.prompt_id, False)
 
     def unfinished(self) -> list[JobRecord]:
         return [r for r in self.records.values() if not is_finished(r)]
@@ -113,6 +142,8 @@ class JobBook:
                 self.emit_progress(rec, kind)
             else:
                 self.emit(rec.on_progress, {"event": kind, **jobs_mod.job_to_dict(rec.job)})
+        if kind == "executed" and rec.downloads is not None and self.on_output is not None:
+            self.on_output(rec, event)
         if rec.job.state != before.state:
             self.maybe_finish(rec)
 

@@ -6,8 +6,9 @@ ever parsed it as HTML.
 Used by the demo's injection test: the page must show these strings as text, and nothing a
 server sends may execute. Bodies and WS message sequences come from
 ``tests/data/comfyui-traffic`` (``invert_success``, ``execution_error``, ``node_errors_400``,
-``cors_enabled``), with the client's own ``prompt_id`` and client id put back in; only the
-strings are poisoned, so the protocol is what a real ComfyUI 0.33 speaks.
+``cors_enabled``), with the client's own ``prompt_id`` and client id put back in (and an
+upload's stored name and subfolder are the ones sent, as ComfyUI answers a new file); only
+the strings are poisoned, so the protocol is what a real ComfyUI 0.33 speaks.
 
 The job's outcome is chosen by the workflow: a SaveImage ``filename_prefix`` of ``"fail"``
 replays the execution error, ``"invalid"`` the 400 with ``node_errors``, anything else the
@@ -151,8 +152,13 @@ class HostileServer:
         return handler
 
     async def _upload(self, request: web.Request) -> web.Response:
-        await request.post()
+        form = await request.post()
         body = poison(_http_body("invert_success", "POST", "/upload/image"))
+        # the stored name and subfolder are the ones sent, as ComfyUI answers a new file:
+        # structure the client checks before it submits a prompt reading the file
+        image = form.get("image")
+        body["name"] = getattr(image, "filename", None) or body["name"]
+        body["subfolder"] = str(form.get("subfolder") or "")
         body["type"] = "input"
         return web.json_response(body)
 

@@ -160,8 +160,8 @@ def test_the_save_waits_until_no_job_is_running(harness_page, slow_server):
         window.jobEnded = true;
         return {{ r, ms: performance.now() - t0 }};
       }});
-    }}""", [INVERT, [[0, 0, 255]], "photo.png"])
-    polls = 0
+    }}""", [INVERT, [[3, 141, 59]], "photo.png"])  # an image no other test runs: it
+    polls = 0                                        # must run, not come from the cache
     while not page.evaluate("window.jobEnded"):
         assert workers == [], "the save started while a job was running"
         polls += 1

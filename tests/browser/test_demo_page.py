@@ -29,6 +29,18 @@ def _solid_png(rgb, size=(32, 24)) -> bytes:
     return buf.getvalue()
 
 
+def _fresh_input(page, tmp_path: Path) -> None:
+    """Pick an image no earlier test ran: inputs are named after their bytes, so a job on
+    an image a server has already processed is answered from its cache at once, with no
+    node running (the tests that watch a job run need one that does)."""
+    import uuid
+
+    rgb = tuple(uuid.uuid4().bytes[:3])
+    src = tmp_path / "fresh.png"
+    src.write_bytes(_solid_png(rgb))
+    page.set_input_files("#file", str(src))
+
+
 def _assert_not_blank(path: Path) -> None:
     from PIL import Image, ImageStat
 
@@ -151,8 +163,9 @@ def test_generated_test_image_runs_to_completion(demo):
     assert shot.exists()
 
 
-def test_progress_moves_and_preview_appears(demo, slow_servers):
+def test_progress_moves_and_preview_appears(demo, slow_servers, tmp_path):
     page = demo
+    _fresh_input(page, tmp_path)
     page.click("#run")
     seen = set()
     node_texts: set[str] = set()
@@ -186,8 +199,9 @@ def test_progress_moves_and_preview_appears(demo, slow_servers):
     assert preview, "no live preview frame was shown while the job ran"
 
 
-def test_cancel_running_job_shows_translated_message(demo, very_slow_servers):
+def test_cancel_running_job_shows_translated_message(demo, very_slow_servers, tmp_path):
     page = demo
+    _fresh_input(page, tmp_path)
     page.click("#run")
     _poll(page, """() => { const c = document.querySelector('#jobs .job');
         return c && c.dataset.promptId && c.dataset.state === 'running'; }""")

@@ -707,3 +707,148 @@ def test_interrupting_a_queued_job_never_stops_the_one_running(untargeted):
                 await api.js_waitForCompletion(third["promptId"])
             assert getattr(err.value, "code", None) == "job_interrupted"
     run(main())
+
+
+def _requests(server, method, path):
+    return [r for r in server.request_log if r.get("kind") == "http"
+            and r["method"] == method and r["path"] == path]
+
+
+def test_the_same_image_again_is_not_uploaded_again_and_hits_the_servers_cache():
+    """Inputs are named after their bytes: a job repeated on the same image reuses the file
+    this page gave the server (no second upload) and ComfyUI answers it from its cache,
+    as the old module's fixed file names let it; another image is another name."""
+    async def main():
+        async with _env_and_servers(1) as (env, (a,)):
+            c = PoolClient(env, [a.url], ClientOptions(affinity="session"))
+            first = await _process(c, (10, 20, 30), "one.png")
+            again = await _process(c, (10, 20, 30), "renamed.png")
+            other = await _process(c, (11, 20, 30), "one.png")
+            for res, rgb in ((first, (10, 20, 30)), (again, (10, 20, 30)),
+                             (other, (11, 20, 30))):
+                assert _colour(res["images"][0]) == tuple(255 - v for v in rgb)
+            assert first["upload"]["name"] == again["upload"]["name"] != other["upload"]["name"]
+            assert first["upload"]["reused"] is False and again["upload"]["reused"] is True
+            uploads = _requests(a, "POST", "/upload/image")
+            assert [u["upload_name"] for u in uploads] == [first["upload"]["name"],
+                                                           other["upload"]["name"]]
+            cached = c.book.records[again["promptId"]].job.cached_nodes
+            assert set(cached) == {"1", "2", "3"}, "the server answered it from its cache"
+            assert not c.book.records[first["promptId"]].job.cached_nodes
+            assert c.consistency()["consistent"] is True
+            await c.close()
+
+    run(main())
+
+
+def test_a_server_that_lost_the_input_gets_it_again_and_the_job_runs():
+    """The page gave the server these bytes before, but the server no longer holds them
+    (a cleaned input folder): the prompt it refuses is followed by the upload and the
+    prompt again, and the job runs with the right input."""
+    async def main():
+        async with _env_and_servers(1) as (env, (a,)):
+            c = PoolClient(env, [a.url], ClientOptions(affinity="job"))
+            first = await _process(c, (40, 50, 60))
+            (a.dirs.input / first["upload"]["name"]).unlink()
+            res = await _process(c, (40, 50, 60))
+            assert _colour(res["images"][0]) == (215, 205, 195)
+            assert res["upload"]["reused"] is False
+            mine = [(r["method"], r["path"], r["status"]) for r in a.request_log
+                    if r.get("kind") == "http" and r["path"] in ("/prompt", "/upload/image")
+                    and r["time"] >= _requests(a, "GET", "/view")[0]["time"]]
+            assert mine == [("POST", "/prompt", 400), ("POST", "/upload/image", 200),
+                            ("POST", "/prompt", 200)]
+            assert a.prompt_counts[res["promptId"]] == 2, "refused once, then queued"
+            assert c.book.records[res["promptId"]].job.state == "succeeded"
+            await c.close()
+
+    run(main())
+
+
+def test_an_upload_stored_under_another_name_never_submits_the_job():
+    """The server already holds a different file under the input's content name, so it
+    stores ours as 'name (1).png': the prompt that would read the wrong file is never sent,
+    and the job ends with a clear error instead."""
+    import hashlib
+
+    from comfyui_client.errors import UploadConflict
+
+    async def main():
+        async with _env_and_servers(1) as (env, (a,)):
+            png = _png((70, 80, 90))
+            name = hashlib.sha256(png).hexdigest() + ".png"
+            (a.dirs.input / name).write_bytes(_png((1, 1, 1)))  # not what its name says
+            c = PoolClient(env, [a.url], ClientOptions(affinity="session"))
+            from comfyui_client.api import PageApi
+
+            api = PageApi(env)
+            api.client = c
+            with pytest.raises(UploadConflict) as err:
+                await api.js_processImage(INVERT, png, {"filename": "in.png"})
+            assert name in str(err.value) and "(1)" in str(err.value)
+            assert err.value.details["stored"] == name.replace(".png", " (1).png")
+            assert not _requests(a, "POST", "/prompt"), "no prompt read the wrong file"
+            assert not a.prompt_counts
+            [rec] = c.book.records.values()
+            assert rec.job.state == "failed"
+            assert c.routing.lock.locked_server is None or not c.routing.lock.pending
+            await c.close()
+
+    run(main())
+
+
+def test_outputs_download_while_the_job_runs_and_history_runs_beside_them():
+    """The first SaveImage's output is fetched as soon as its `executed` message names it,
+    while the rest of the job still runs: its GET /view reaches the server before the
+    job's GET /history. Nothing is downloaded twice, and both outputs come back in the
+    history's order with their own pixels."""
+    async def main():
+        async with _env_and_servers(1, node_delay_s=0.2) as (env, (a,)):
+            c = PoolClient(env, [a.url], ClientOptions(affinity="job"))
+            from comfyui_client.api import PageApi
+
+            api = PageApi(env)
+            api.client = c
+            res = await api.js_processImage(TWO_SAVES, _png((0, 100, 200)), {"imageNode": "1"})
+            order = [r["path"] for r in a.request_log if r.get("kind") == "http"
+                     and r["path"] in ("/view", f"/history/{res['promptId']}")]
+            assert order.index("/view") < order.index(f"/history/{res['promptId']}"), order
+            assert order.count("/view") == 2, "each output downloaded once"
+            assert [im["filename"][0] for im in res["images"]] == ["h", "b"]
+            assert _colour(res["images"][0]) == (255, 155, 55)
+            assert res["unexpectedOutputs"] == []
+            await c.close()
+
+    run(main())
+
+
+def test_an_output_the_history_does_not_list_is_reported_not_returned():
+    """The job's `executed` message named an image (downloaded early), but its history
+    lists no outputs: the result does not carry it, and says so."""
+    from comfyui_devserver import RouteFault
+
+    async def main():
+        async with _env_and_servers(1) as (env, (a,)):
+            c = PoolClient(env, [a.url], ClientOptions(affinity="job"))
+            lines: list[str] = []
+            c.console.sink = lines.append
+            pid = "0b8a8f9e-6c1e-4f7e-9d55-3c2f8a1b2c3d"
+            entry = {pid: {"prompt": [], "outputs": {},
+                           "status": {"status_str": "success", "completed": True,
+                                      "messages": []}, "meta": {}}}
+            a.faults.route_faults["/history/*"] = RouteFault(
+                200, json.dumps(entry), content_type="application/json")
+            from comfyui_client.api import PageApi
+
+            api = PageApi(env)
+            api.client = c
+            res = await api.js_processImage(INVERT, _png((5, 6, 7)), {"promptId": pid})
+            assert res["images"] == []
+            [extra] = res["unexpectedOutputs"]
+            assert extra["type"] == "output" and extra["filename"].startswith("h")
+            assert any(extra["filename"] in line and "not in its history" in line
+                       for line in lines), lines
+            assert c.book.records[pid].job.state == "succeeded"
+            await c.close()
+
+    run(main())

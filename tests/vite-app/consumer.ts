@@ -52,6 +52,7 @@ const codes: Record<ComfyUIErrorCode, string> = {
   server_unreachable: "start the server",
   cross_origin_blocked: "--enable-cors-header",
   upload_too_large: "a smaller image",
+  upload_conflict: "another file has the input's name",
   bad_response: "an odd answer",
   protocol_error: "an odd message",
   server_mismatch: "another server than the lock",
@@ -94,6 +95,8 @@ export async function run(file: File): Promise<string> {
   });
   const image: OutputImage = result.images[0];
   const pixels: Blob = image.blob;
+  const sentAgain: boolean = !result.upload.reused;
+  const unlisted: string[] = result.unexpectedOutputs.map((ref) => ref.filename);
   const href: string = image.url;
 
   const base: string = await getApiBaseUrl(result.promptId);
@@ -130,7 +133,7 @@ export async function run(file: File): Promise<string> {
   return [reattached.length, pixels.size, href, socket.wsState, history, blob.size,
           statuses[0].status, report.consistent, lock.lockedServer, unlock.canUnlock,
           stopped.interrupted, selfTest.ok, jobs[0]?.state, audit[0]?.path, released.released,
-          pyodide.version, saved, restored, helpers].join();
+          pyodide.version, saved, restored, helpers, sentAgain, unlisted].join();
 }
 
 // @ts-expect-error servers is required

@@ -367,6 +367,14 @@ const pyHelpers = {
   async request(url, initJson, body, controller, expect, timeoutMs) {
     await null;
     const init = JSON.parse(initJson);
+    if (init.form) {
+      // an upload: the FormData made here from the fields Python named and its Blob
+      const fd = new FormData();
+      for (const [k, v] of init.form.fields) fd.append(k, v);
+      fd.append(init.form.file[0], body, init.form.file[1]);
+      delete init.form;
+      body = fd;
+    }
     if (body != null) init.body = body;
     init.signal = controller.signal;
     const timer = setTimeout(() => controller.abort(
@@ -408,21 +416,210 @@ const pyHelpers = {
       totalNodes,
     });
   },
-  // A WebSocket's listeners: the message's text or ArrayBuffer reaches Python as the
-  // argument, one crossing per message (reading event.data from Python was a second one).
-  // abort() on the returned controller removes all of them.
-  listen(ws, onOpen, onText, onBinary, onClose) {
+  // A WebSocket's listeners. Text messages are gathered and handed to Python as one
+  // batch per browser task (TextBatch), binary ones as they come (after the texts before
+  // them): one crossing per batch instead of one per message. abort() on the returned
+  // controller removes all of them; what is gathered then is dropped with the socket.
+  listen(ws, onOpen, onTexts, onBinary, onClose) {
     const ctl = new AbortController();
     const opts = { signal: ctl.signal };
+    const batch = new TextBatch(onTexts);
     ws.addEventListener("open", () => onOpen(), opts);
     ws.addEventListener("message", (e) => {
       const d = e.data;
-      if (typeof d === "string") onText(d); else onBinary(d);
+      if (typeof d === "string") batch.push(d);
+      else { batch.flush(); onBinary(d); }
     }, opts);
-    ws.addEventListener("close", (e) => onClose(e.code, e.reason || ""), opts);
+    ws.addEventListener("close", (e) => { batch.flush(); onClose(e.code, e.reason || ""); },
+                        opts);
+    ctl.signal.addEventListener("abort", () => batch.drop());
     return ctl;
   },
+  // An upload and the POST /prompt whose workflow reads the uploaded name, both prepared
+  // by Python: the second goes out the moment the first answers a JSON object with every
+  // field of `expectJson` (the name Python chose), else not at all. So no Python step lies
+  // between them, and a renamed upload never has a prompt read the wrong file. Answers
+  // {first, second}: second is null when held back, {failed, message} when it got no answer.
+  async requestPair(url1, init1, body1, ctl1, ms1, url2, init2, body2, ctl2, ms2, expectJson) {
+    const first = await pyHelpers.request(url1, init1, body1, ctl1, "json", ms1);
+    let second = null;
+    if (first.status >= 200 && first.status < 300 && answers(first.body, expectJson)) {
+      try {
+        second = await pyHelpers.request(url2, init2, body2, ctl2, "json", ms2);
+      } catch (e) {
+        second = { failed: (e && e.name) || "Error", message: String((e && e.message) || e) };
+      }
+    }
+    return { first, second };
+  },
+  // The sha256 (hex) of a Blob, for naming an upload after its content; remembered per
+  // Blob, so a job repeated on the same File reads and hashes nothing. null where there is
+  // no crypto.subtle (insecure origins): Python then hashes the bytes itself.
+  digest(blob) {
+    let hex = digests.get(blob);
+    if (hex === undefined) {
+      hex = hashBlob(blob);
+      digests.set(blob, hex);
+      hex.catch(() => digests.delete(blob)); // a read that failed is tried again next time
+    }
+    return hex;
+  },
+  // A request Python prepared for the moment a job's end marker (executing{node: null})
+  // arrives: the history read and the last node's outputs. The socket listener sends it
+  // before the message reaches Python (see TextBatch.push). Answers like request(), or
+  // {failed, message} if it got no answer, or null when disarmed before it went out.
+  armOnEnd(promptId, url, initJson, body, controller, expect, timeoutMs) {
+    return new Promise((resolve) => {
+      const list = armedOnEnd.get(promptId) || [];
+      list.push({ resolve, args: [url, initJson, body, controller, expect, timeoutMs] });
+      armedOnEnd.set(promptId, list);
+    });
+  },
+  disarm(promptId) {
+    const list = armedOnEnd.get(promptId);
+    armedOnEnd.delete(promptId);
+    for (const armed of list || []) armed.resolve(null);
+  },
+  // Whose progress messages someone listens to (Python says so per job).
+  wantProgress(promptId, on) {
+    if (on) progressWanted.add(promptId); else progressWanted.delete(promptId);
+  },
 };
+
+const armedOnEnd = new Map(); // prompt id -> requests to send at its end marker
+
+function fireOnEnd(promptId) {
+  const list = armedOnEnd.get(promptId);
+  if (!list) return;
+  armedOnEnd.delete(promptId);
+  for (const { resolve, args } of list) {
+    resolve(pyHelpers.request(...args).catch((e) => (
+      { failed: (e && e.name) || "Error", message: String((e && e.message) || e) })));
+  }
+}
+
+const digests = new WeakMap(); // Blob -> promise of its sha256 hex (or null)
+
+async function hashBlob(blob) {
+  if (!(globalThis.crypto && crypto.subtle)) return null;
+  const sum = await crypto.subtle.digest("SHA-256", await blob.arrayBuffer());
+  return Array.from(new Uint8Array(sum), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+const progressWanted = new Set();
+
+function answers(buffer, expectJson) {
+  let got;
+  try {
+    got = JSON.parse(new TextDecoder().decode(buffer));
+  } catch {
+    return false;
+  }
+  if (got === null || typeof got !== "object" || Array.isArray(got)) return false;
+  return Object.entries(JSON.parse(expectJson)).every(([k, v]) => got[k] === v);
+}
+
+// One socket's text messages on their way to Python. A message starts a batch that is
+// handed over in a task of its own (a MessageChannel turn): the messages the browser has
+// already queued behind it (a server sends a job's messages in bursts) join it, and Python
+// is called once for all of them. A progress or progress_state message of a job nobody
+// listens to (see wantProgress) starts nothing: it waits for the next other message, and
+// only the latest per job and kind waits, so a sampler's stream of steps costs no Python
+// step at all; the job's state still catches up with the next batch.
+const PROGRESS = /^\{\s*"type"\s*:\s*"progress(?:_state)?"/;
+const MAX_BATCH = 1024;
+const dueBatches = new Set();
+let batchTurn = null;
+
+class TextBatch {
+  constructor(deliver) {
+    this.deliver = deliver;
+    this.texts = [];
+    this.held = new Map(); // "type\0prompt" -> index in texts of the latest such message
+    this.due = false;
+    this.urgent = false;
+  }
+
+  push(text) {
+    let ended;
+    const key = PROGRESS.test(text) ? unwantedProgress(text) : null;
+    if (key !== null) {
+      const at = this.held.get(key);
+      if (at !== undefined) this.texts[at] = null; // superseded by this newer one
+      this.held.set(key, this.texts.length);
+      this.texts.push(text);
+      if (this.texts.length >= MAX_BATCH) this.flush();
+      return;
+    }
+    this.texts.push(text);
+    if (this.texts.length >= MAX_BATCH) this.flush();
+    else if (END.test(text) && (ended = endOf(text)) !== null) {
+      // a job's end marker: what Python armed for it goes out now, and Python hears of it
+      // without waiting for a task turn (its waiter reads the history next)
+      fireOnEnd(ended);
+      if (!this.urgent) {
+        this.urgent = true;
+        queueMicrotask(() => { this.urgent = false; this.flush(); });
+      }
+    } else if (!this.due) {
+      this.due = true;
+      dueBatches.add(this);
+      if (!batchTurn) {
+        batchTurn = new MessageChannel();
+        batchTurn.port1.onmessage = () => {
+          const due = [...dueBatches];
+          dueBatches.clear();
+          for (const b of due) b.flush();
+        };
+      }
+      batchTurn.port2.postMessage(0);
+    }
+  }
+
+  flush() {
+    if (this.due) {
+      this.due = false;
+      dueBatches.delete(this);
+    }
+    if (!this.texts.length) return;
+    const out = this.held.size ? this.texts.filter((t) => t !== null) : this.texts;
+    this.texts = [];
+    this.held.clear();
+    this.deliver(out);
+  }
+
+  drop() {
+    dueBatches.delete(this);
+    this.due = false;
+    this.texts = [];
+    this.held.clear();
+  }
+}
+
+const END = /^\{\s*"type"\s*:\s*"executing"/;
+
+// The prompt id of an end marker (executing{node: null}), else null.
+function endOf(text) {
+  try {
+    const d = JSON.parse(text).data;
+    return d != null && d.node === null && typeof d.prompt_id === "string" ? d.prompt_id : null;
+  } catch {
+    return null;
+  }
+}
+
+// The key under which a progress message of a job nobody listens to waits, or null if it
+// is to go to Python like any other (someone listens, or it names no job).
+function unwantedProgress(text) {
+  let m;
+  try {
+    m = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  const pid = m && m.data && m.data.prompt_id;
+  if (typeof pid !== "string" || progressWanted.has(pid)) return null;
+  return `${m.type}\0${pid}`;
+}
 
 async function boot(options) {
   const t0 = performance.now();
@@ -585,8 +782,18 @@ export const validateServerConsistency = (operation) => call("validateServerCons
 export const debugWebSocketLock = () => call("debugWebSocketLock");
 export const checkServerUnlockCondition = () => call("checkServerUnlockCondition");
 export const interrupt = (promptId) => call("interrupt", promptId);
-export const processImage = (workflow, file, opts = {}) =>
-  call("processImage", workflow, file, opts).then((r) => (withLazyUrls(r.images), r));
+export const processImage = async (workflow, file, opts = {}) => {
+  // The input is named after its bytes: a Blob is hashed here first (remembered per Blob),
+  // so Python gets the digest with the call and runs once, instead of waking again for it
+  // (measured: the upload went out no later than when Python awaited a promise of it).
+  let digest = null;
+  if (bridge && typeof Blob !== "undefined" && file instanceof Blob) {
+    digest = await pyHelpers.digest(file).catch(() => null);
+  }
+  const r = await call("processImage", workflow, file, opts, digest);
+  withLazyUrls(r.images);
+  return r;
+};
 export const runConsistencySelfTest = (opts = {}) => call("runConsistencySelfTest", opts);
 export const getJobs = () => call("getJobs");
 export const getAuditLog = (promptId) => call("getAuditLog", promptId ?? null);

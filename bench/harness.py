@@ -46,7 +46,11 @@ BARE = """<!doctype html>
 JOBS_JS = r"""
 (() => {
   const B = (window.bench = {});
-  B.makeInput = async () => {
+  // The input: a textured 256x256 PNG. Each job of the "new image" case gets its own,
+  // marked by a counter in one corner square, so no job of either client is answered from
+  // the server's cache; the "repeat" case sends B.blob every time.
+  B.seq = 0;
+  B.input = async (k) => {
     const c = new OffscreenCanvas(256, 256);
     const g = c.getContext("2d");
     const grad = g.createLinearGradient(0, 0, 256, 256);
@@ -56,13 +60,19 @@ JOBS_JS = r"""
       g.fillStyle = `rgb(${(i * 37) % 256},${(i * 91) % 256},${(i * 53) % 256})`;
       g.fillRect((i * 29) % 240, (i * 47) % 240, 16, 16);
     }
-    B.blob = await c.convertToBlob({ type: "image/png" });
+    g.fillStyle = `rgb(${k & 255},${(k >> 8) & 255},${(k >> 16) & 255})`;
+    g.fillRect(240, 240, 16, 16);
+    return c.convertToBlob({ type: "image/png" });
+  };
+  B.makeInput = async () => {
+    B.blob = await B.input(0);
     return B.blob.size;
   };
+  B.fresh = () => B.input(++B.seq);
 
   // ---- ours
-  B.ours = async (workflow, opts = {}) => {
-    const r = await window.comfy.processImage(workflow, B.blob, opts);
+  B.ours = async (workflow, blob = B.blob, opts = {}) => {
+    const r = await window.comfy.processImage(workflow, blob, opts);
     const bytes = (await r.images[0].blob.arrayBuffer()).byteLength;
     if (!bytes) throw new Error("ours: empty output");
     return bytes;
@@ -132,10 +142,13 @@ JOBS_JS = r"""
     if (!resp.ok) throw new Error(`reference ${what}: HTTP ${resp.status}`);
     return resp;
   };
-  B.refJob = async (workflow, opts = {}) => {
-    const name = `bench_ref_${R.clientId.slice(0, 8)}_${R.seq++}.png`;
+  // Each job uploads under a name of its own (so concurrent jobs never share an input), or
+  // under opts.name (the old module's way: the caller's file name, so the same picture
+  // again meets the server's cache).
+  B.refJob = async (workflow, blob = B.blob, opts = {}) => {
+    const name = opts.name || `bench_ref_${R.clientId.slice(0, 8)}_${R.seq++}.png`;
     const fd = new FormData();
-    fd.append("image", B.blob, name);
+    fd.append("image", blob, name);
     fd.append("overwrite", "true");
     const upResp = await fetch(R.base + "/upload/image", { method: "POST", body: fd });
     const up = await (await ok(upResp, "upload")).json();
@@ -177,30 +190,37 @@ JOBS_JS = r"""
     if (!img) throw new Error("reference: no output image");
     const q = new URLSearchParams({
       filename: img.filename, subfolder: img.subfolder || "", type: img.type || "output" });
-    const blob = await (await ok(await fetch(`${R.base}/view?${q}`), "view")).blob();
-    const bytes = (await blob.arrayBuffer()).byteLength;
+    const out = await (await ok(await fetch(`${R.base}/view?${q}`), "view")).blob();
+    const bytes = (await out.arrayBuffer()).byteLength;
     if (!bytes) throw new Error("reference: empty output");
     return bytes;
   };
 
-  // ---- timing helpers: sequential latencies, interleaved (order alternates per job)
-  B.sequential = async (workflow, n, warmup) => {
-    const run = { ours: () => B.ours(workflow), js: () => B.refJob(workflow) };
-    for (let i = 0; i < warmup; i++) { await run.ours(); await run.js(); }
+  // ---- timing helpers: sequential latencies, interleaved (order alternates per job).
+  // mode "new": every job of either client on an image of its own (made before its timing
+  // starts); "repeat": every job on B.blob, the reference uploading it under one fixed name.
+  B.sequential = async (workflow, n, warmup, mode = "new") => {
+    const repeat = mode === "repeat";
+    const refOpts = repeat ? { name: `bench_ref_${R.clientId.slice(0, 8)}_repeat.png` } : {};
+    const next = () => (repeat ? B.blob : B.fresh());
+    const run = { ours: (b) => B.ours(workflow, b), js: (b) => B.refJob(workflow, b, refOpts) };
+    for (let i = 0; i < warmup; i++) { await run.ours(await next()); await run.js(await next()); }
     const lat = { ours: [], js: [] };
     for (let i = 0; i < n; i++) {
       const order = i % 2 ? ["js", "ours"] : ["ours", "js"];
       for (const k of order) {
-        const t = performance.now(); await run[k](); lat[k].push(performance.now() - t);
+        const blob = await next();
+        const t = performance.now(); await run[k](blob); lat[k].push(performance.now() - t);
       }
     }
     return lat;
   };
-  // one batch of `width` concurrent jobs of one client: wall time in ms
+  // one batch of `width` concurrent jobs of one client, each on a new image: wall time in ms
   B.batch = async (which, workflow, width) => {
-    const f = which === "ours" ? () => B.ours(workflow) : () => B.refJob(workflow);
+    const blobs = await Promise.all(Array.from({ length: width }, () => B.fresh()));
+    const f = which === "ours" ? (b) => B.ours(workflow, b) : (b) => B.refJob(workflow, b);
     const t = performance.now();
-    await Promise.all(Array.from({ length: width }, f));
+    await Promise.all(blobs.map(f));
     return performance.now() - t;
   };
 })();
@@ -241,25 +261,34 @@ SEGMENTS_HOOK = r"""
 })();
 """
 
-# One job per client, marks in the order SEGMENTS names them, or null if a job's requests
-# differ from that shape (a retried history read, say): such a job is left out.
+# One job per client on a new image each: when each milestone of the job came, in ms since
+# the call (SEGMENT_MILESTONES' order), or the job is left out if its requests differ from
+# one of each (a retried history read, say). The order of the milestones is each client's
+# own: ours asks for the image while the job still runs.
 SEGMENTS_JS = r"""
 async ([w, n]) => {
-  const shape = ["/upload/image", "/prompt", "ws-done", "/history", "/view"];
+  const names = ["/upload/image", "/prompt", "ws-done", "/history", "/view"];
   const out = { ours: [], js: [] };
   for (let i = 0; i < n; i++) {
     for (const k of (i % 2 ? ["js", "ours"] : ["ours", "js"])) {
+      const blob = await window.bench.fresh();
       window.benchMarks = [];
       const t = performance.now();
-      await (k === "ours" ? window.bench.ours(w) : window.bench.refJob(w));
+      await (k === "ours" ? window.bench.ours(w, blob) : window.bench.refJob(w, blob));
       const end = performance.now();
-      const m = window.benchMarks.sort((a, b) => a[1] - b[1]);
+      const m = window.benchMarks;
       window.benchMarks = null;
-      if (m.map((x) => x[0]).join() !== shape.join()) continue;
-      const pts = [t];
-      for (const [what, t0, t1] of m) { pts.push(t0); if (what !== "ws-done") pts.push(t1); }
-      pts.push(end);
-      out[k].push(pts.slice(1).map((x, j) => x - pts[j]));
+      const by = new Map(m.map((x) => [x[0], x]));
+      if (m.length !== names.length || by.size !== names.length ||
+          !names.every((x) => by.has(x))) continue;
+      const at = [];
+      for (const x of names) {
+        const [what, t0, t1] = by.get(x);
+        at.push(t0 - t);
+        if (what !== "ws-done") at.push(t1 - t);
+      }
+      at.push(end - t);
+      out[k].push(at);
     }
   }
   return out;

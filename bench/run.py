@@ -296,10 +296,11 @@ def _route(path: str) -> str:
 
 def request_profile(page, group, n: int = 5) -> dict[str, dict[str, float]]:
     """Requests per job by route, from the dev server's own log, for n jobs of each client
-    (ours first, then the reference), so extra round trips of ours show by name."""
+    (ours first, then the reference), each on a new image, so extra round trips of ours
+    show by name."""
     out: dict[str, dict[str, float]] = {}
-    for kind, js in (("ours", "(w) => window.bench.ours(w)"),
-                     ("js", "(w) => window.bench.refJob(w)")):
+    for kind, js in (("ours", "async (w) => window.bench.ours(w, await window.bench.fresh())"),
+                     ("js", "async (w) => window.bench.refJob(w, await window.bench.fresh())")):
         start = len(group.log(0))
         for _ in range(n):
             page.evaluate(js, INVERT)
@@ -340,12 +341,15 @@ def python_busy(browser, base: str, server: str, n: int = 10) -> dict[str, float
     try:
         page, _ = _jobs_page(ctx, base, server, python=BUSY_PY, reference=False)
         for _ in range(3):
-            page.evaluate("(w) => window.bench.ours(w)", INVERT)
+            page.evaluate("async (w) => window.bench.ours(w, await window.bench.fresh())",
+                          INVERT)
         return page.evaluate("""async ([w, n]) => {
             const py = await window.comfy.getPyodide();
+            const blobs = [];
+            for (let i = 0; i < n; i++) blobs.push(await window.bench.fresh());
             py.runPython("_bench_busy.clear()");
             const t = performance.now();
-            for (let i = 0; i < n; i++) await window.bench.ours(w);
+            for (const b of blobs) await window.bench.ours(w, b);
             const wall = (performance.now() - t) / n;
             const b = JSON.parse(py.runPython("import json; json.dumps(dict(_bench_busy))"));
             return { wall, callbacks: (b.callbacks || 0) * 1000 / n, ws: (b.ws || 0) * 1000 / n };
@@ -357,24 +361,25 @@ def python_busy(browser, base: str, server: str, n: int = 10) -> dict[str, float
         ctx.close()
 
 
-# SEGMENTS_JS's parts of a job, in order
+# SEGMENTS_JS's milestones of a job, in its order (each client reaches them in its own)
 SEGMENTS = [
-    "call -> upload request sent",
+    "upload request sent",
     "upload answered",
-    "-> `POST /prompt` sent",
+    "`POST /prompt` sent",
     "`/prompt` answered",
-    "-> `executing{node: null}` received (the server runs the job)",
-    "-> `GET /history` sent",
+    "`executing{node: null}` received (the server ran the job)",
+    "`GET /history` sent",
     "history answered",
-    "-> `GET /view` sent",
+    "`GET /view` sent",
     "image answered",
-    "-> result in the caller's hands",
+    "result in the caller's hands",
 ]
 
 
 def job_segments(browser, base: str, server: str, n: int = 20) -> dict | None:
-    """Median ms per part of a job (SEGMENTS), ours and the reference, in a separate page
-    whose fetch and WebSocket are wrapped to mark each request and the job's end."""
+    """Median ms from the call to each milestone of a job (SEGMENTS), ours and the
+    reference, each job on a new image, in a separate page whose fetch and WebSocket are
+    wrapped to mark each request and the job's end."""
     ctx = browser.new_context()
     try:
         ctx.add_init_script(SEGMENTS_HOOK)
@@ -383,7 +388,7 @@ def job_segments(browser, base: str, server: str, n: int = 20) -> dict | None:
         runs = page.evaluate(SEGMENTS_JS, [INVERT, n])
         if not runs["ours"] or not runs["js"]:
             return None
-        return {k: {"n": len(v), "parts": [statistics.median(col) for col in zip(*v, strict=True)]}
+        return {k: {"n": len(v), "at": [statistics.median(col) for col in zip(*v, strict=True)]}
                 for k, v in runs.items()}
     except Exception as exc:  # the page changed shape: the table is left out, not the run
         print(f"  job segments not measured: {exc}")
@@ -414,7 +419,8 @@ def step_warmth(browser, base: str, server: str, n: int = 100) -> dict | None:
     try:
         page, _ = _jobs_page(ctx, base, server, python=WARMTH_PY, reference=False)
         for _ in range(3):  # the client's code has run, as in a real job
-            page.evaluate("(w) => window.bench.ours(w)", INVERT)
+            page.evaluate("async (w) => window.bench.ours(w, await window.bench.fresh())",
+                          INVERT)
         text = executed_message("3f1c2e4a-9b7d-4c1e-8a2f-6d5e4c3b2a10")
         return page.evaluate(WARMTH_JS, [server, text, WARMTH_DELAYS_MS, n])
     except Exception as exc:  # internal names changed: the table is left out, not the run
@@ -450,10 +456,16 @@ def bench_jobs(browser, base: str, server: str, a: argparse.Namespace, log,
     try:
         page, size = _jobs_page(ctx, base, server)
         log(f"  input PNG 256x256: {size} bytes; server {server}")
-        lat = page.evaluate("([w, n, k]) => window.bench.sequential(w, n, k)",
+        lat = page.evaluate("([w, n, k]) => window.bench.sequential(w, n, k, 'new')",
                             [INVERT, a.jobs, a.warmup])
-        log(f"  sequential: ours median {statistics.median(lat['ours']):.1f} ms, "
-            f"js median {statistics.median(lat['js']):.1f} ms")
+        log(f"  sequential, new image per job: ours median "
+            f"{statistics.median(lat['ours']):.1f} ms, js median "
+            f"{statistics.median(lat['js']):.1f} ms")
+        repeat = page.evaluate("([w, n, k]) => window.bench.sequential(w, n, k, 'repeat')",
+                               [INVERT, a.jobs, a.warmup])
+        log(f"  sequential, same image again: ours median "
+            f"{statistics.median(repeat['ours']):.1f} ms, js median "
+            f"{statistics.median(repeat['js']):.1f} ms")
         conc: dict[int, dict[str, list[float]]] = {}
         for width in a.widths:
             conc[width] = {"ours": [], "js": []}
@@ -482,8 +494,9 @@ def bench_jobs(browser, base: str, server: str, a: argparse.Namespace, log,
     if hops:
         log(f"  asyncio wake-up after a JS answer: {hops['on']['idle']:.0f} µs, "
             f"{hops['off']['idle']:.0f} µs with microtaskLoop false")
-    return {"lat": lat, "conc": conc, "input_bytes": size, "requests": reqs, "busy": busy,
-            "segments": segments, "warmth": warmth, "hops": hops}
+    return {"lat": lat, "repeat": repeat, "conc": conc, "input_bytes": size,
+            "requests": reqs, "busy": busy, "segments": segments, "warmth": warmth,
+            "hops": hops}
 
 
 # --------------------------------------------------------------------------- report
@@ -562,7 +575,13 @@ def report(a, info, boot, jobs, events, scale, server_kind, server_url,
           "Breakdown from `comfy.bootTimings` and a hook on "
           "`WebAssembly.instantiateStreaming`.",
           "- **Jobs**: workflow LoadImage -> ImageInvert -> SaveImage on a 256x256 PNG made "
-          "in the page with OffscreenCanvas. *Ours*: `processImage(workflow, blob)` then "
+          "in the page with OffscreenCanvas. Two cases: *new image* (every job of either "
+          "client on an image of its own, made before its timing starts, so the server "
+          "runs every node) and *same image again* (every job on one image: ours names its "
+          "upload after the bytes, the reference uploads it under one fixed name with "
+          "`overwrite`, as the old module did with the caller's file name; both then meet "
+          "ComfyUI's cache). Concurrent batches and every other table use new images. "
+          "*Ours*: `processImage(workflow, blob)` then "
           "reading the output blob. *JS reference*: plain JS in the same page — FormData "
           "`POST /upload/image`, `POST /prompt` with `client_id` and a `prompt_id` it chose "
           "(registered before the POST, as ours does), one persistent WebSocket "
@@ -643,13 +662,24 @@ def report(a, info, boot, jobs, events, scale, server_kind, server_url,
         L += ["## Jobs (upload -> invert -> download)", "",
               f"Input PNG: {jobs['input_bytes']} bytes.", "",
               "| | ours: `processImage` | JS reference | ours / JS |", "|---|---|---|---|",
-              f"| sequential latency ({a.jobs} jobs) | {fmt(lo)} | {fmt(lj)} | {rl:.2f}× |",
-              "| overhead per job (median difference) | "
+              f"| sequential latency, new image per job ({a.jobs} jobs) | {fmt(lo)} | "
+              f"{fmt(lj)} | {rl:.2f}× |",
+              "| difference per job (medians) | "
               f"{lo['median'] - lj['median']:+.1f} ms | | |",
               ]
-        heads += [("Job latency (upload -> invert -> download)", f"{rl:.2f}× plain JS",
-                   f"{lo['median']:.1f} ms vs {lj['median']:.1f} ms "
+        heads += [("Job latency, new image (upload -> invert -> download)",
+                   f"{rl:.2f}× plain JS", f"{lo['median']:.1f} ms vs {lj['median']:.1f} ms "
                    f"({lo['median'] - lj['median']:+.1f} ms per job)")]
+        if jobs.get("repeat"):
+            po, pj = stats(jobs["repeat"]["ours"]), stats(jobs["repeat"]["js"])
+            rp = ratio(po, pj)
+            L += [f"| sequential latency, same image again ({a.jobs} jobs) | {fmt(po)} | "
+                  f"{fmt(pj)} | {rp:.2f}× |",
+                  "| difference per job (medians) | "
+                  f"{po['median'] - pj['median']:+.1f} ms | | |"]
+            heads += [("Job latency, same image again (server's cache)", f"{rp:.2f}× plain JS",
+                       f"{po['median']:.1f} ms vs {pj['median']:.1f} ms "
+                       f"({po['median'] - pj['median']:+.1f} ms per job)")]
         for width, cw in jobs["conc"].items():
             to, tj = stats(cw["ours"]), stats(cw["js"])
             rt = ratio(to, tj)
@@ -671,15 +701,31 @@ def report(a, info, boot, jobs, events, scale, server_kind, server_url,
               "overhead is Python CPU time, not extra round trips.", ""]
     if jobs and jobs.get("segments"):
         sg = jobs["segments"]
-        L += [f"Where in a job the gap opens (median ms per part, {sg['ours']['n']} / "
-              f"{sg['js']['n']} jobs, in a separate page whose `fetch` and `WebSocket` are "
-              "wrapped to mark when each request is sent and answered and when "
-              "`executing{node: null}` arrives; the parts add up to a job):", "",
-              "| part of a job | ours | JS reference | difference |", "|---|---|---|---|"]
-        for name, o, j in zip(SEGMENTS, sg["ours"]["parts"], sg["js"]["parts"], strict=True):
-            L.append(f"| {name} | {o:.1f} | {j:.1f} | {o - j:+.1f} |")
-        so, sj = sum(sg["ours"]["parts"]), sum(sg["js"]["parts"])
-        L += [f"| **sum of the medians** | {so:.1f} | {sj:.1f} | {so - sj:+.1f} |", ""]
+        L += [f"Where in a job the time goes (median ms from the call to each milestone, "
+              f"{sg['ours']['n']} / {sg['js']['n']} jobs on new images, in a separate page "
+              "whose `fetch` and `WebSocket` are wrapped to mark when each request is sent "
+              "and answered and when `executing{node: null}` arrives). Each client reaches "
+              "the milestones in its own order: ours sends `POST /prompt` the moment the "
+              "upload answers (no Python step between them) and asks for the image as soon "
+              "as an `executed` message names it, while the job still runs, with "
+              "`GET /history` beside that download; the step column is the time since the "
+              "milestone before it in that client's own order:", "",
+              "| milestone | ours | step | JS reference | step | difference |",
+              "|---|---|---|---|---|---|"]
+
+        def steps(at: list[float]) -> list[float]:
+            order = sorted(range(len(at)), key=lambda i: at[i])
+            out = [0.0] * len(at)
+            for before, i in zip([None, *order], order, strict=False):
+                out[i] = at[i] - (at[before] if before is not None else 0.0)
+            return out
+
+        so, sj = steps(sg["ours"]["at"]), steps(sg["js"]["at"])
+        for i, name in enumerate(SEGMENTS):
+            o, j = sg["ours"]["at"][i], sg["js"]["at"][i]
+            L.append(f"| {name} | {o:.1f} | {so[i]:.1f} | {j:.1f} | {sj[i]:.1f} | "
+                     f"{o - j:+.1f} |")
+        L.append("")
     if jobs and jobs.get("warmth"):
         L += warmth_lines(jobs["warmth"])
     if jobs and jobs.get("hops"):

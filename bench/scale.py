@@ -45,11 +45,14 @@ SCALE_JS = r"""
       pendingTasks: dbg.pendingTasks.length,
     };
   };
-  // n jobs started together; resolves with per-job {promptId, server, ok, error}
+  // n jobs started together, each on an image of its own (made first, so every job runs
+  // on its server); resolves with per-job {promptId, server, ok, error}
   S.drain = async (workflow, n) => {
+    const blobs = [];
+    for (let i = 0; i < n; i++) blobs.push(await B.fresh());
     const t = performance.now();
-    const settled = await Promise.allSettled(Array.from({ length: n }, () =>
-      window.comfy.processImage(workflow, B.blob).then(async (r) => {
+    const settled = await Promise.allSettled(blobs.map((blob) =>
+      window.comfy.processImage(workflow, blob).then(async (r) => {
         const bytes = (await r.images[0].blob.arrayBuffer()).byteLength;
         if (!bytes) throw new Error("empty output");
         return { promptId: r.promptId, server: r.server };
@@ -68,7 +71,7 @@ SCALE_JS = r"""
       while (started < n) {
         started++;
         try {
-          const r = await window.comfy.processImage(workflow, B.blob);
+          const r = await window.comfy.processImage(workflow, await B.fresh());
           await r.images[0].blob.arrayBuffer();
         } catch (e) { failed++; }
         done++;

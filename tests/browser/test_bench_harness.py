@@ -58,14 +58,21 @@ def test_reference_client_and_job_marks_see_every_request_in_order(bench_page, d
     lat = page.evaluate("([w, n, k]) => window.bench.sequential(w, n, k)", [INVERT, 2, 0])
     assert {k: len(v) for k, v in lat.items()} == {"ours": 2, "js": 2}
 
-    # every job of each client has its five marks in the expected order: no part negative
+    # every job of each client has its five marks, each request once: every milestone
+    # after the call and no later than the result; the reference goes strictly in order,
+    # ours asks for the image before it reads the history
     runs = page.evaluate(H.SEGMENTS_JS, [INVERT, 2])
     for kind in ("ours", "js"):
         assert len(runs[kind]) == 2, f"{kind}: a job's requests did not have the usual shape"
-        for parts in runs[kind]:
-            assert len(parts) == len(SEGMENTS)
-            assert min(parts) >= 0, (kind, parts)
-            assert sum(parts) > 0
+        for at in runs[kind]:
+            assert len(at) == len(SEGMENTS)
+            assert min(at) >= 0 and max(at) == at[-1] > 0, (kind, at)
+            # each request answered after it was sent: upload, prompt, history, view
+            assert all(at[i + 1] >= at[i] for i in (0, 2, 5, 7)), (kind, at)
+    ref = runs["js"][0]
+    assert ref == sorted(ref), "the reference does one step after the other"
+    assert all(at[SEGMENTS.index("`GET /view` sent")] < at[SEGMENTS.index("history answered")]
+               for at in runs["ours"]), "ours downloads the image beside the history read"
 
     # the Python busy-time hooks are installed and saw both kinds of work
     busy = page.evaluate("""() => window.comfy.getPyodide().then((p) =>

@@ -303,6 +303,13 @@ function callSafely(fn, value) {
   }
 }
 
+// console lines from Python waiting for their task (pyHelpers.log)
+const pendingLog = [];
+
+function flushLog() {
+  for (const line of pendingLog.splice(0)) console.log(line);
+}
+
 // sessionStorage writes waiting for Python's call to return (pyHelpers.store)
 const pendingStore = new Map();
 
@@ -391,10 +398,13 @@ const pyHelpers = {
       clearTimeout(timer);
     }
   },
-  // Console output from Python, written after Python's call returns (console.log under
-  // Python's frames costs ~0.3 ms for the same reason).
+  // Console output from Python, written in a task of its own once the current work is done:
+  // under Python's frames console.log costs ~0.3 ms, and even right after them (a
+  // microtask) the lock line a job logs as it starts delayed its upload by ~0.5 ms (with
+  // DevTools or a test driver attached, every line crosses to them). Lines keep their order.
   log(text) {
-    queueMicrotask(() => console.log(text));
+    if (!pendingLog.length) setTimeout(flushLog, 0);
+    pendingLog.push(text);
   },
   // The client's sessionStorage writes (its job map, twice per job), made once Python's
   // call returned: under Python's frames one cost ~0.25 ms. The last value per key wins.
@@ -518,15 +528,24 @@ function answers(buffer, expectJson) {
   return Object.entries(JSON.parse(expectJson)).every(([k, v]) => got[k] === v);
 }
 
-// One socket's text messages on their way to Python. A message starts a batch that is
-// handed over in a task of its own (a MessageChannel turn): the messages the browser has
-// already queued behind it (a server sends a job's messages in bursts) join it, and Python
-// is called once for all of them. A progress or progress_state message of a job nobody
-// listens to (see wantProgress) starts nothing: it waits for the next other message, and
-// only the latest per job and kind waits, so a sampler's stream of steps costs no Python
-// step at all; the job's state still catches up with the next batch.
-const PROGRESS = /^\{\s*"type"\s*:\s*"progress(?:_state)?"/;
+// One socket's text messages on their way to Python, handed over in batches: every call
+// into Python wakes code that has left the CPU's caches while the page waited (BENCHMARKS.md,
+// step warmth), so the fewer the better. Each message is read here (JSON.parse in JS costs
+// a microsecond or two) and says when its batch must go:
+// - a job's end marker (executing{node: null}): at once, in a microtask, after what Python
+//   armed for it went out (its waiter reads the history next);
+// - what a job's caller or its outputs wait for (executed, execution_error,
+//   execution_interrupted), and every message of a job whose progress someone listens to
+//   (wantProgress): in a task of its own (a MessageChannel turn), so that the messages the
+//   browser has already queued behind it (a server sends in bursts) join the batch;
+// - the rest (status, execution_start, executing, progress of a job nobody listens to...):
+//   with the next batch that goes, or within LATER_MS; a run of progress or
+//   progress_state messages of one job keeps only its latest, which says all the earlier
+//   ones did. So a sampler's stream of steps nobody listens to wakes Python not at all, and
+//   the job's state still catches up with the next batch.
 const MAX_BATCH = 1024;
+const LATER_MS = 100;
+const NOW_TYPES = new Set(["executed", "execution_error", "execution_interrupted"]);
 const dueBatches = new Set();
 let batchTurn = null;
 
@@ -537,48 +556,66 @@ class TextBatch {
     this.held = new Map(); // "type\0prompt" -> index in texts of the latest such message
     this.due = false;
     this.urgent = false;
+    this.timer = null;
   }
 
   push(text) {
-    let ended;
-    const key = PROGRESS.test(text) ? unwantedProgress(text) : null;
-    if (key !== null) {
-      const at = this.held.get(key);
-      if (at !== undefined) this.texts[at] = null; // superseded by this newer one
-      this.held.set(key, this.texts.length);
-      this.texts.push(text);
-      if (this.texts.length >= MAX_BATCH) this.flush();
-      return;
+    let m = null;
+    try {
+      m = JSON.parse(text);
+    } catch {
+      // not JSON: Python counts it as a malformed frame, with the next batch
     }
-    this.texts.push(text);
-    if (this.texts.length >= MAX_BATCH) this.flush();
-    else if (END.test(text) && (ended = endOf(text)) !== null) {
-      // a job's end marker: what Python armed for it goes out now, and Python hears of it
-      // without waiting for a task turn (its waiter reads the history next)
-      fireOnEnd(ended);
+    const d = m && m.data;
+    const pid = d && typeof d.prompt_id === "string" ? d.prompt_id : null;
+    const type = m && m.type;
+    if (pid && type === "executing" && d.node === null) {
+      this.texts.push(text);
+      fireOnEnd(pid);
       if (!this.urgent) {
         this.urgent = true;
         queueMicrotask(() => { this.urgent = false; this.flush(); });
       }
-    } else if (!this.due) {
-      this.due = true;
-      dueBatches.add(this);
-      if (!batchTurn) {
-        batchTurn = new MessageChannel();
-        batchTurn.port1.onmessage = () => {
-          const due = [...dueBatches];
-          dueBatches.clear();
-          for (const b of due) b.flush();
-        };
-      }
-      batchTurn.port2.postMessage(0);
+      return;
     }
+    const listened = pid !== null && progressWanted.has(pid);
+    if (!listened && pid !== null && (type === "progress" || type === "progress_state")) {
+      const key = `${type}\0${pid}`;
+      const at = this.held.get(key);
+      if (at !== undefined) this.texts[at] = null; // superseded by this newer one
+      this.held.set(key, this.texts.length);
+    }
+    this.texts.push(text);
+    if (this.texts.length >= MAX_BATCH) this.flush();
+    else if (listened || NOW_TYPES.has(type)) this.soon();
+    else if (this.timer === null && !this.due) {
+      this.timer = setTimeout(() => { this.timer = null; this.flush(); }, LATER_MS);
+    }
+  }
+
+  soon() {
+    if (this.due) return;
+    this.due = true;
+    dueBatches.add(this);
+    if (!batchTurn) {
+      batchTurn = new MessageChannel();
+      batchTurn.port1.onmessage = () => {
+        const due = [...dueBatches];
+        dueBatches.clear();
+        for (const b of due) b.flush();
+      };
+    }
+    batchTurn.port2.postMessage(0);
   }
 
   flush() {
     if (this.due) {
       this.due = false;
       dueBatches.delete(this);
+    }
+    if (this.timer !== null) {
+      clearTimeout(this.timer);
+      this.timer = null;
     }
     if (!this.texts.length) return;
     const out = this.held.size ? this.texts.filter((t) => t !== null) : this.texts;
@@ -588,37 +625,13 @@ class TextBatch {
   }
 
   drop() {
+    if (this.timer !== null) clearTimeout(this.timer);
     dueBatches.delete(this);
     this.due = false;
+    this.timer = null;
     this.texts = [];
     this.held.clear();
   }
-}
-
-const END = /^\{\s*"type"\s*:\s*"executing"/;
-
-// The prompt id of an end marker (executing{node: null}), else null.
-function endOf(text) {
-  try {
-    const d = JSON.parse(text).data;
-    return d != null && d.node === null && typeof d.prompt_id === "string" ? d.prompt_id : null;
-  } catch {
-    return null;
-  }
-}
-
-// The key under which a progress message of a job nobody listens to waits, or null if it
-// is to go to Python like any other (someone listens, or it names no job).
-function unwantedProgress(text) {
-  let m;
-  try {
-    m = JSON.parse(text);
-  } catch {
-    return null;
-  }
-  const pid = m && m.data && m.data.prompt_id;
-  if (typeof pid !== "string" || progressWanted.has(pid)) return null;
-  return `${m.type}\0${pid}`;
 }
 
 async function boot(options) {

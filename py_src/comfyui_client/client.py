@@ -87,7 +87,7 @@ class PoolClient:
     def __init__(self, env: Transport, servers: Any, options: ClientOptions | None = None) -> None:
         self.env = env
         self.options = options = options or ClientOptions()
-        self.console = log = Console(env)
+        self.console = log = Console(env, options.log)
         self.audit = audit_mod.AuditLog(maxlen=options.max_audit)
         self.health = HealthMonitor(env, options, servers)
         self.book = JobBook(env, log)
@@ -131,6 +131,7 @@ class PoolClient:
             # one options object is shared by every part: update it in place
             for f in dataclasses.fields(ClientOptions):
                 setattr(self.options, f.name, getattr(options, f.name))
+            self.console.set_level(self.options.log)
         return self.health.reconfigure(servers, self.routing.pins.servers_in_use())
 
     async def reattach(self) -> list[str]:

@@ -691,16 +691,37 @@ function ensureBoot(options = {}) {
   return bootPromise;
 }
 
+// ------------------------------------------------------------------ before init()
+// A call that needs the pool before an init() succeeded says so in one plain sentence,
+// at once: the async ones reject with ComfyUIError code "not_initialised", the two
+// synchronous reports return {initialised: false, message, summary} (a console session
+// must not throw at its first step). Both while nothing was booted and while the first
+// init() still boots Python (the bridge exists before the pool does).
+let initsRunning = 0; // init() calls not settled yet
+
+function notReadyText(method) {
+  const [why, whyZh] = initsRunning
+    ? ["init() has not finished yet (the first one starts Python)",
+       "init() 尚未完成（第一次调用会启动 Python）"]
+    : ["no init() has succeeded on this page", "本页面还没有成功调用过 init()"];
+  return [
+    `${method}() needs init() first: ${why}. Run await init({servers: ["http://host:8188"]}) ` +
+      "from comfyui.js, then call it again",
+    `${method}() 需要先调用 init()：${whyZh}。请先执行 ` +
+      'await init({servers: ["http://host:8188"]})，然后再调用',
+  ];
+}
+
+function notInitialisedError(method, info = {}) {
+  const [message] = notReadyText(method);
+  return new ComfyUIError({ ...info, name: "ConfigError", code: "not_initialised", message,
+                            summary: message });
+}
+
 // Every call crosses into Python through here: Python answers a plain object
 // {ok, value} or {ok: false, error}, never a proxy, so nothing leaks and errors keep types.
 async function call(method, ...args) {
-  if (!bridge) {
-    throw new ComfyUIError({
-      name: "ConfigError",
-      code: "not_initialised",
-      message: `${method}() was called before init(): await init({servers: [...]}) first`,
-    });
-  }
+  if (!bridge) throw notInitialisedError(method);
   callsInFlight++;
   let out;
   try {
@@ -708,8 +729,35 @@ async function call(method, ...args) {
   } finally {
     callsInFlight--;
   }
-  if (!out.ok) throw new ComfyUIError(out.error);
+  if (!out.ok) {
+    if (out.error.code === "not_initialised") throw notInitialisedError(method, out.error);
+    throw new ComfyUIError(out.error);
+  }
   return out.value;
+}
+
+// debugWebSocketLock() and checkServerUnlockCondition(): answered at once (the old
+// module's console session calls them without await; a Promise would print as
+// `Promise {<pending>}`), through the bridge's synchronous entry, which answers plain
+// data like call(). Pure reads of the client's state: nothing in them waits. With
+// {print: true} (what the window.* helpers pass) the report's `summary` lines are
+// written to the console from here: the locked server, why it is held, the WebSocket,
+// the pending tasks, in English and Chinese (Python's console.py words them).
+function report(method, options) {
+  let out;
+  const answer = bridge ? bridge.call_sync(method, []) : null;
+  if (answer && answer.ok) {
+    out = { initialised: true, ...answer.value };
+  } else if (!answer || answer.error.code === "not_initialised") {
+    const [en, zh] = notReadyText(method);
+    out = { initialised: false, message: en, summary: [`[comfyui-client] ${en} | ${zh}`] };
+  } else {
+    throw new ComfyUIError(answer.error);
+  }
+  if (options && options.print) {
+    for (const line of out.summary) (out.initialised ? console.log : console.warn)(line);
+  }
+  return out;
 }
 
 // An output image's `url` is an object URL of its Blob, made on first read: creating one
@@ -763,8 +811,13 @@ export async function init(options = {}) {
     ({ assetsURL: assetsDir, ...clientOptions } = options);
     assetsDir = assetsDirOption(assetsDir);
   }
-  await ensureBoot({ ...(options || {}), assetsDir });
-  return call("init", clientOptions);
+  initsRunning++;
+  try {
+    await ensureBoot({ ...(options || {}), assetsDir });
+    return await call("init", clientOptions);
+  } finally {
+    initsRunning--;
+  }
 }
 
 export const getApiBaseUrl = (promptId) => call("getApiBaseUrl", promptId ?? null);
@@ -779,8 +832,10 @@ export const getImage = (filename, subfolder = "", type = "output", opts = {}) =
   call("getImage", filename, subfolder, type, opts);
 export const checkComfyUIServerStatus = () => call("checkComfyUIServerStatus");
 export const validateServerConsistency = (operation) => call("validateServerConsistency", operation ?? null);
-export const debugWebSocketLock = () => call("debugWebSocketLock");
-export const checkServerUnlockCondition = () => call("checkServerUnlockCondition");
+/** Synchronous: the lock's whole state; {print: true} also writes its summary lines. */
+export const debugWebSocketLock = (options) => report("debugWebSocketLock", options);
+/** Synchronous: may the page move to another server now; {print: true} also says so. */
+export const checkServerUnlockCondition = (options) => report("checkServerUnlockCondition", options);
 export const interrupt = (promptId) => call("interrupt", promptId);
 export const processImage = async (workflow, file, opts = {}) => {
   // The input is named after its bytes: a Blob is hashed here first (remembered per Blob),
@@ -799,13 +854,15 @@ export const getJobs = () => call("getJobs");
 export const getAuditLog = (promptId) => call("getAuditLog", promptId ?? null);
 export const releaseTask = (promptId) => call("releaseTask", promptId);
 
-// The console helpers the old module exposed, for proving the lock from DevTools.
+// The console helpers the old module exposed, for proving the lock from DevTools. The two
+// synchronous reports print their summary there (the module's exports print only when
+// asked: a page that polls them, like the demo, would flood the console).
 if (typeof window !== "undefined") {
   Object.assign(window, {
     validateServerConsistency,
-    debugWebSocketLock,
+    debugWebSocketLock: (options) => debugWebSocketLock({ print: true, ...options }),
     getApiBaseUrl,
-    checkServerUnlockCondition,
+    checkServerUnlockCondition: (options) => checkServerUnlockCondition({ print: true, ...options }),
     runConsistencySelfTest,
   });
 }

@@ -21,17 +21,22 @@ whatever the level, as before.
 
 Each story line is English, then `` | ``, then Simplified Chinese (the demo's two
 languages): a console has no language of its own, and the old module's users read both.
+The same phrases build the short summary ``debugWebSocketLock()`` and
+``checkServerUnlockCondition()`` print (``lock_summary``, ``unlock_summary``), so the
+console says one thing one way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 PREFIX = "[comfyui-client] "
 #: init({log}) values, quietest first
 LOG_LEVELS = ("off", "lock", "verbose")
 SEPARATOR = " | "
+# pending tasks named in debugWebSocketLock()'s summary (the rest are counted)
+SHOWN_TASKS = 3
 
 _WS_ZH = {"open": "已连接", "connecting": "连接中", "reconnecting": "重连中", "closed": "已关闭",
           "closing": "关闭中"}
@@ -124,3 +129,63 @@ def submit_on(job: str, server: str, locked: bool, pending: int) -> tuple[str, s
                 f"任务 {job} 提交到已锁定的服务器 {server}（{t_zh}）")
     return (f"submit of job {job} -> {server}, the server it is pinned to",
             f"任务 {job} 提交到其固定的服务器 {server}")
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+def _join(lines: Iterable[tuple[str, str]]) -> list[str]:
+    return [PREFIX + en + SEPARATOR + zh for en, zh in lines]
+
+
+def lock_summary(report: dict[str, Any]) -> list[str]:
+    """The few lines ``debugWebSocketLock()`` prints: the locked server, why it is held, the
+    WebSocket's state and the pending tasks (``report``: ``PoolClient.debug()``)."""
+    pending = report["pendingTasks"]
+    lines: list[tuple[str, str]] = []
+    if report["affinity"] == "job":
+        lines.append(("lock: none in job affinity; each job stays on its own server",
+                      "锁：job 模式下没有会话锁，每个任务固定在自己的服务器上"))
+    elif report["lock"] and report["lock"]["held"]:
+        server = report["lockedServer"]
+        lock = report["lock"]
+        en, zh = held_reason(lock["wsState"], len(lock["pendingTasks"]))
+        lines.append((f"lock: held on {server} ({en})", f"锁：已锁定 {server}（{zh}）"))
+    else:
+        lines.append(("lock: not held; the next job selects a server",
+                      "锁：未锁定，下一个任务将重新选择服务器"))
+    if report["lockedServer"] is not None:
+        n = report["reconnectAttempts"]
+        state, state_zh = report["wsState"], _WS_ZH.get(report["wsState"], report["wsState"])
+        lines.append((f"WebSocket to {report['lockedServer']}: {state}, {n} reconnect "
+                      f"attempt{'s' if n != 1 else ''}",
+                      f"到 {report['lockedServer']} 的 WebSocket：{state_zh}，重连尝试 {n} 次"))
+    else:
+        sockets = report["sockets"]
+        shown = ", ".join(f"{s} {c['state']}" for s, c in sockets.items())
+        shown_zh = "，".join(f"{s} {_WS_ZH.get(c['state'], c['state'])}"
+                            for s, c in sockets.items())
+        lines.append((f"WebSockets: {shown or 'none'}", f"WebSocket：{shown_zh or '无'}"))
+    out = _join(lines)
+    # the tasks themselves are ids, states and servers: written once, after both labels
+    shown = ", ".join(f"{j['promptId'] or j['jobId']} ({j['state']}) on {j['server']}"
+                      for j in pending[:SHOWN_TASKS])
+    if len(pending) > SHOWN_TASKS:
+        shown += f" (+{len(pending) - SHOWN_TASKS})"
+    out.append(f"{PREFIX}pending tasks{SEPARATOR}待完成任务 ({len(pending)}): {shown or '—'}")
+    return out
+
+
+def unlock_summary(check: dict[str, Any]) -> list[str]:
+    """The line ``checkServerUnlockCondition()`` prints (``check``:
+    ``PoolClient.unlock_condition()``)."""
+    server, n, ws = check["lockedServer"], check["pendingTasks"], check["wsState"]
+    (w_en, w_zh), (t_en, t_zh) = ws_state(ws), _tasks(n)
+    if server is None:
+        return _join([("unlock: nothing to unlock, no server is locked",
+                       "解锁：无需解锁，没有锁定的服务器")])
+    if check["canUnlock"]:
+        return _join([(f"unlock: possible, {t_en} on {server} ({w_en})",
+                       f"解锁：可以解锁，{server} 上{t_zh}（{w_zh}）")])
+    return _join([(f"unlock: not yet, {t_en} on {server} ({w_en})",
+                   f"解锁：暂不能解锁，{server} 上{t_zh}（{w_zh}）")])

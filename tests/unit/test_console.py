@@ -67,3 +67,46 @@ def test_the_unlock_says_why_in_both_languages():
     assert "WebSocket closed, nothing pending" in en and "WebSocket 已关闭" in zh
     en, zh = console_mod.lock_released(S, "lock moved", None)
     assert "another server" in en and "另一台服务器" in zh
+
+
+def _report(**kw):
+    base = {"affinity": "session", "lock": None, "lockedServer": None, "wsState": "closed",
+            "reconnectAttempts": 0, "pendingTasks": [], "sockets": {}}
+    return {**base, **kw}
+
+
+def test_the_lock_summary_names_the_server_why_the_socket_and_the_tasks():
+    job = {"promptId": "p1", "jobId": "p1", "server": S, "state": "running"}
+    lines = console_mod.lock_summary(_report(
+        lock={"held": True, "wsState": "open", "pendingTasks": ["p1"]}, lockedServer=S,
+        wsState="open", reconnectAttempts=1, pendingTasks=[job]))
+    assert lines == [
+        f"[comfyui-client] lock: held on {S} (WebSocket open, 1 task pending) | "
+        f"锁：已锁定 {S}（WebSocket 已连接，1 个任务待完成）",
+        f"[comfyui-client] WebSocket to {S}: open, 1 reconnect attempt | "
+        f"到 {S} 的 WebSocket：已连接，重连尝试 1 次",
+        f"[comfyui-client] pending tasks | 待完成任务 (1): p1 (running) on {S}",
+    ]
+    idle = console_mod.lock_summary(_report(
+        lock={"held": False, "wsState": "closed", "pendingTasks": []},
+        sockets={S: {"state": "open", "attempts": 0, "reconnects": 0}}))
+    assert idle[0].startswith("[comfyui-client] lock: not held; the next job selects")
+    assert idle[1] == f"[comfyui-client] WebSockets: {S} open | WebSocket：{S} 已连接"
+    job_mode = console_mod.lock_summary(_report(affinity="job"))
+    assert "job affinity" in job_mode[0] and "job 模式" in job_mode[0]
+    assert idle[2] == "[comfyui-client] pending tasks | 待完成任务 (0): —"
+    many = console_mod.lock_summary(_report(pendingTasks=[job] * 7))
+    assert many[-1].count(" on ") == 3 and many[-1].endswith(" (+4)") and "(7)" in many[-1]
+
+
+@pytest.mark.parametrize(("check", "needle"), [
+    ({"lockedServer": None, "pendingTasks": 0, "wsState": "closed", "canUnlock": True},
+     "nothing to unlock"),
+    ({"lockedServer": S, "pendingTasks": 0, "wsState": "open", "canUnlock": True},
+     "unlock: possible, 0 tasks pending"),
+    ({"lockedServer": S, "pendingTasks": 2, "wsState": "reconnecting", "canUnlock": False},
+     "unlock: not yet, 2 tasks pending"),
+])
+def test_the_unlock_summary_is_one_line(check, needle):
+    [line] = console_mod.unlock_summary(check)
+    assert needle in line and " | " in line

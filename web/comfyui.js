@@ -760,6 +760,99 @@ function report(method, options) {
   return out;
 }
 
+// ------------------------------------------------------------------ a duplicated tab
+// A browser's "Duplicate tab" copies sessionStorage, so the copy would come up with the
+// original's client id and job map. ComfyUI sends a client id's messages to its newest
+// socket only: the original's jobs would then hear nothing and end from the stall check's
+// history read (a trial on a real ComfyUI 0.33: 980 ms against 227 ms). So the first
+// init() claims the saved client id on a BroadcastChannel while Python boots; a page of
+// this origin that holds that id answers "taken", and the newcomer (the copy) forgets the
+// saved entry before Python reads it: a fresh client id, an empty job map. The original
+// keeps both. Every page answers for the id it holds for its whole life. Two pages
+// claiming one id at once (tabs restored together) settle it by their random nonces: the
+// lower keeps it. The wait is bounded (CLAIM_WAIT_MS, beside the boot, which takes far
+// longer) and skipped where nothing is saved, persist is false, a clientId is given, or
+// BroadcastChannel does not exist. bootTimings.tabClaim says what happened.
+const SESSION_KEY = "comfyui-client:v1"; // persistence.SESSION_KEY
+const CLAIM_WAIT_MS = 150;
+let tabChannel; // undefined: not opened yet; null: no BroadcastChannel here
+let heldClientId = null; // the client id this page holds (answered for on tabChannel)
+let claiming = null; // {clientId, nonce, yieldIt} while this page's claim waits
+let tabClaim = null; // the promise of the first init()'s claim
+
+function openTabChannel() {
+  if (tabChannel !== undefined) return tabChannel;
+  tabChannel = null;
+  try {
+    tabChannel = new BroadcastChannel(SESSION_KEY);
+  } catch {
+    return null; // no BroadcastChannel (or an opaque origin)
+  }
+  tabChannel.onmessage = (e) => {
+    const m = e.data;
+    if (!m || m.type !== "claim" || typeof m.clientId !== "string") return;
+    const taken = { type: "taken", clientId: m.clientId, nonce: m.nonce };
+    if (m.clientId === heldClientId) tabChannel.postMessage(taken);
+    else if (claiming && claiming.clientId === m.clientId && m.nonce !== claiming.nonce) {
+      if (m.nonce > claiming.nonce) tabChannel.postMessage(taken);
+      else claiming.yieldIt();
+    }
+  };
+  return tabChannel;
+}
+
+function savedClientId() {
+  try {
+    const data = JSON.parse(sessionStorage.getItem(SESSION_KEY) || "null");
+    return data && typeof data.clientId === "string" && data.clientId ? data.clientId : null;
+  } catch {
+    return null; // no sessionStorage (a worker, a sandboxed frame) or a broken entry
+  }
+}
+
+// Resolves {outcome: "none" | "unsupported" | "kept" | "duplicate", ms}.
+function claimClientId(options, quiet) {
+  const t0 = performance.now();
+  const result = (outcome) => ({ outcome, ms: performance.now() - t0 });
+  const id = options.persist === false || options.clientId != null ? null : savedClientId();
+  if (!id) return Promise.resolve(result("none"));
+  const channel = typeof BroadcastChannel === "function" ? openTabChannel() : null;
+  if (!channel) return Promise.resolve(result("unsupported"));
+  const nonce = Math.random();
+  return new Promise((resolve) => {
+    let timer = null;
+    const finish = (copy) => {
+      if (!claiming || claiming.nonce !== nonce) return;
+      claiming = null;
+      clearTimeout(timer);
+      channel.removeEventListener("message", onTaken);
+      if (copy) {
+        try {
+          sessionStorage.removeItem(SESSION_KEY);
+        } catch {
+          // unreachable: it was just read
+        }
+        if (!quiet) {
+          console.info(`[comfyui-client] this tab is a copy of an open tab using client id ${id}: ` +
+            "it takes a fresh client id and starts with no jobs | 此标签页是一个已打开标签页的副本" +
+            `（客户端 ID ${id}）：改用新的客户端 ID，任务列表为空`);
+        }
+      } else {
+        heldClientId = id; // answered for from now on, before Python's reattach is over
+      }
+      resolve(result(copy ? "duplicate" : "kept"));
+    };
+    const onTaken = (e) => {
+      const m = e.data;
+      if (m && m.type === "taken" && m.clientId === id && m.nonce === nonce) finish(true);
+    };
+    claiming = { clientId: id, nonce, yieldIt: () => finish(true) };
+    channel.addEventListener("message", onTaken);
+    timer = setTimeout(() => finish(false), CLAIM_WAIT_MS);
+    channel.postMessage({ type: "claim", clientId: id, nonce });
+  });
+}
+
 // An output image's `url` is an object URL of its Blob, made on first read: creating one
 // costs ~0.35 ms and keeps the Blob alive until URL.revokeObjectURL(url), so a caller that
 // only uses `blob` pays neither. Reading it again gives the same URL.
@@ -813,8 +906,23 @@ export async function init(options = {}) {
   }
   initsRunning++;
   try {
+    // the claim of a duplicated tab (see above) runs beside the first boot, once per page
+    const first = tabClaim === null;
+    if (first) {
+      const opts = clientOptions && typeof clientOptions === "object" ? clientOptions : {};
+      tabClaim = claimClientId(opts, opts.log === "off");
+    }
     await ensureBoot({ ...(options || {}), assetsDir });
-    return await call("init", clientOptions);
+    if (first) {
+      const booted = performance.now();
+      const { outcome, ms } = await tabClaim;
+      Object.assign(bootTimings, { tabClaim: outcome, tabClaimMs: ms,
+                                   tabClaimWaitMs: performance.now() - booted });
+    }
+    const summary = await call("init", clientOptions);
+    heldClientId = summary.clientId;
+    if (typeof BroadcastChannel === "function") openTabChannel(); // answer claims of copies
+    return summary;
   } finally {
     initsRunning--;
   }

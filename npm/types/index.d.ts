@@ -424,6 +424,14 @@ export interface BootTimings {
   importClient?: number;
   total?: number;
   bootCache?: "off" | "restored" | "saving" | "saved" | "failed";
+  /** what the first init()'s claim of the saved client id found (a duplicated tab takes a
+   * fresh one): "none" (nothing saved, persist false or a clientId given), "unsupported"
+   * (no BroadcastChannel), "kept", "duplicate" */
+  tabClaim?: "none" | "unsupported" | "kept" | "duplicate";
+  /** ms the claim took (it runs beside the boot) */
+  tabClaimMs?: number;
+  /** ms init() waited for the claim once Python had booted */
+  tabClaimWaitMs?: number;
 }
 
 /** The part of Pyodide's API most callers of getPyodide() use. */

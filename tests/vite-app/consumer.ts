@@ -125,6 +125,7 @@ export async function run(file: File): Promise<string> {
   const pyodide = await getPyodide();
   const saved: boolean = await bootCacheSaved;
   const restored: boolean = bootTimings.bootCache === "restored";
+  const copiedTab: boolean = bootTimings.tabClaim === "duplicate";
   const helpers: boolean = window.debugWebSocketLock === debugWebSocketLock;
 
   try {
@@ -135,7 +136,7 @@ export async function run(file: File): Promise<string> {
   return [reattached.length, pixels.size, href, socket.wsState, history, blob.size,
           statuses[0].status, report.consistent, lock.lockedServer, unlock.canUnlock,
           stopped.interrupted, selfTest.ok, jobs[0]?.state, audit[0]?.path, released.released,
-          pyodide.version, saved, restored, helpers, sentAgain, unlisted].join();
+          pyodide.version, saved, restored, copiedTab, helpers, sentAgain, unlisted].join();
 }
 
 // @ts-expect-error servers is required

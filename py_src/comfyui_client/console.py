@@ -186,6 +186,6 @@ def unlock_summary(check: dict[str, Any]) -> list[str]:
                        "解锁：无需解锁，没有锁定的服务器")])
     if check["canUnlock"]:
         return _join([(f"unlock: possible, {t_en} on {server} ({w_en})",
-                       f"解锁：可以解锁，{server} 上{t_zh}（{w_zh}）")])
+                       f"解锁：可以解锁，{server} 上有 {t_zh}（{w_zh}）")])
     return _join([(f"unlock: not yet, {t_en} on {server} ({w_en})",
-                   f"解锁：暂不能解锁，{server} 上{t_zh}（{w_zh}）")])
+                   f"解锁：暂不能解锁，{server} 上有 {t_zh}（{w_zh}）")])

@@ -201,7 +201,7 @@ def _reports_while_a_task_is_pending(page, logs: list[str], pid: str) -> None:
     unlock, lines = _console_during(page, logs, "() => window.checkServerUnlockCondition()")
     assert unlock["canUnlock"] is False and unlock["pendingTasks"] == 1
     assert lines == [f"log: [comfyui-client] unlock: not yet, 1 task pending on {server} "
-                     f"(WebSocket open) | 解锁：暂不能解锁，{server} 上1 个任务待完成"
+                     f"(WebSocket open) | 解锁：暂不能解锁，{server} 上有 1 个任务待完成"
                      "（WebSocket 已连接）"]
     _, lines = _console_during(page, logs,
                                "() => window.comfy.checkServerUnlockCondition({print: true})")

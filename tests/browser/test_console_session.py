@@ -17,7 +17,7 @@ import itertools
 import pytest
 from test_client_page import INVERT, TINY_PNG_JS
 
-from conftest import HARNESS, ROOT
+from conftest import harness_page
 
 pytestmark = pytest.mark.browser
 
@@ -81,18 +81,8 @@ def _console_during(page, logs: list[str], script: str, arg=None) -> tuple[objec
 @pytest.fixture
 def fresh_page(browser, dist_server):
     """A page in a context of its own that imported comfyui.js and called nothing yet."""
-    harness = ROOT / "dist" / "_console_harness.html"
-    harness.write_text(HARNESS)
-    context = browser.new_context()
-    page = context.new_page()
-    logs: list[str] = []
-    page.on("console", lambda msg: logs.append(f"{msg.type}: {msg.text}"))
-    page.goto(f"{dist_server.url}/_console_harness.html")
-    page.wait_for_function("window.harnessReady === true", timeout=60_000)
-    page.console_logs = logs  # type: ignore[attr-defined]
-    yield page
-    context.close()
-    harness.unlink(missing_ok=True)
+    with harness_page(browser, dist_server, "_console_harness.html") as page:
+        yield page
 
 
 def test_before_init_every_helper_says_so_and_after_init_the_session_works(fresh_page,

@@ -66,8 +66,10 @@ def _console_during(page, logs: list[str], script: str, arg=None) -> tuple[objec
     end = f"console-mark-{next(_markers)}"
     page.evaluate("(m) => console.log(m)", start)
     value = page.evaluate(script, arg)
-    # after a task turn: the client writes its lines in a microtask once its call returned
-    page.evaluate("(m) => new Promise((r) => setTimeout(() => { console.log(m); r(); }))", end)
+    # the client writes its lines once its call returned (in a microtask or a task of their
+    # own): the end marker goes after a few task turns, so it never overtakes them
+    page.evaluate("(m) => new Promise((r) => setTimeout(() => { console.log(m); r(); }, 50))",
+                  end)
     for _ in range(500):
         if any(line.endswith(end) for line in logs):
             break

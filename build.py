@@ -81,6 +81,10 @@ PACKAGE_DIR = ROOT / "build" / "package"
 # The package's share of web/: the module, its boot steps and the boot-cache worker; the demo
 # page's files (demo.js, demo.css, i18n.js) stay out.
 PACKAGE_WEB = ("comfyui.js", "boot.js", "boot-cache-worker.js")
+# The prepared console check, served at the root of dist/ (where the old module's users
+# fetched it: `fetch('/test-server-consistency.js').then(r => r.text()).then(eval)`) and
+# shipped at the root of the package.
+CONSOLE_CHECK = "test-server-consistency.js"
 
 
 def log(msg: str) -> None:
@@ -447,12 +451,14 @@ def assemble_pyodide_dir(target: Path, extra_specs: list[str]) -> Path:
 
 
 def build(dist: Path = DIST) -> Path:
-    """Assemble dist/: index.html, web/ (ES modules, demo), pyodide/ (core, wheels, lock)."""
+    """Assemble dist/: index.html, test-server-consistency.js, web/ (ES modules, demo),
+    pyodide/ (core, wheels, lock)."""
     started = time.monotonic()
     if dist.exists():
         shutil.rmtree(dist)
     dist.mkdir(parents=True)
     shutil.copy2(ROOT / "index.html", dist / "index.html")
+    shutil.copy2(ROOT / CONSOLE_CHECK, dist / CONSOLE_CHECK)
     copy_tree(ROOT / "web", dist / "web")
     assemble_pyodide_dir(dist / "pyodide", [])
     log(f"dist/ ready in {time.monotonic() - started:.1f}s: {dist}")
@@ -487,6 +493,7 @@ def assemble_package(dist: Path = DIST, target: Path = PACKAGE_DIR) -> Path:
     (target / "package.json").write_text(json.dumps(manifest, indent=2) + "\n")
     shutil.copy2(NPM_SRC / "README.md", target / "README.md")
     shutil.copy2(ROOT / "LICENSE", target / "LICENSE")
+    shutil.copy2(ROOT / CONSOLE_CHECK, target / CONSOLE_CHECK)
     for sub in ("vite", "types"):
         copy_tree(NPM_SRC / sub, target / sub)
     for name in PACKAGE_WEB:

@@ -8,7 +8,9 @@
    instantiated.
 2. Per-job overhead: sequential upload -> invert -> download jobs through ``processImage``
    against a minimal plain-JS reference client in the same page on the same server; then
-   batches of concurrent jobs (throughput); requests per job by route from the server's log.
+   batches of concurrent jobs (throughput); requests per job by route from the server's log;
+   what the console's lock story costs a job at each ``init({log})`` level
+   (``bench/logcost.py``).
 3. Event throughput (``bench/events.py``): JSON messages and preview frames per second to a
    JS callback, ours vs the reference, end to end under the dev server's flood and replayed
    in the page (client-bound); the no-copy check for preview bytes; a per-message breakdown.
@@ -53,6 +55,7 @@ from bench.harness import (  # noqa: E402
     WARMTH_PY,
     WASM_HOOK,
 )
+from bench.logcost import log_cost, log_cost_report  # noqa: E402
 from bench.scale import bench_scale  # noqa: E402
 
 INVERT = {
@@ -737,6 +740,10 @@ def report(a, info, boot, jobs, events, scale, server_kind, server_url,
               "| route | ours | JS reference |", "|---|---|---|"]
         L += [f"| `{k}` | {rq['ours'].get(k, 0):.1f} | {rq['js'].get(k, 0):.1f} |" for k in keys]
         L += [f"| **total** | {sum(rq['ours'].values()):.1f} | {sum(rq['js'].values()):.1f} |", ""]
+    if jobs and jobs.get("log_cost"):
+        lines, head = log_cost_report(jobs["log_cost"], fmt, stats)
+        L += lines
+        heads.append(head)
     if events:
         from bench.events import rates
 
@@ -919,6 +926,9 @@ def main(argv: list[str]) -> int:
         if not a.skip_jobs:
             log("bench: jobs")
             jobs = bench_jobs(browser, static.url, servers[0], a, log, group)
+            log("bench: console logging cost")
+            jobs["log_cost"] = log_cost(browser, static.url, servers[0], INVERT, _jobs_page,
+                                        rounds=a.rounds, per_block=max(2, a.jobs // a.rounds))
         if group is not None and not a.skip_events:
             log("bench: event throughput")
             events = bench_events(browser, static.url, group, a, log, INVERT, BOOT_TIMEOUT_MS)

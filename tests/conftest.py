@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -131,22 +132,33 @@ def browser(playwright_browsers):
     return playwright_browsers["chrome"]
 
 
-@pytest.fixture(scope="session")
-def booted_page(browser, dist_server):
-    """One page with ``comfyui.js`` imported and Python booted, shared by the page tests;
-    each test calls ``init()`` with the servers it needs."""
-    harness = ROOT / "dist" / "_harness.html"
+@contextlib.contextmanager
+def harness_page(browser, dist_server, name: str = "_harness.html"):
+    """A page in a context of its own that imported ``comfyui.js`` (``HARNESS`` written to
+    ``dist/<name>``) and called nothing yet; ``page.console_logs`` collects its console as
+    ``"type: text"`` lines."""
+    harness = ROOT / "dist" / name
     harness.write_text(HARNESS)
     context = browser.new_context()
-    page = context.new_page()
-    logs: list[str] = []
-    page.on("console", lambda msg: logs.append(f"{msg.type}: {msg.text}"))
-    page.goto(f"{dist_server.url}/_harness.html")
-    page.wait_for_function("window.harnessReady === true", timeout=60_000)
-    page.console_logs = logs  # type: ignore[attr-defined]
-    yield page
-    context.close()
-    harness.unlink(missing_ok=True)
+    try:
+        page = context.new_page()
+        logs: list[str] = []
+        page.on("console", lambda msg: logs.append(f"{msg.type}: {msg.text}"))
+        page.goto(f"{dist_server.url}/{name}")
+        page.wait_for_function("window.harnessReady === true", timeout=60_000)
+        page.console_logs = logs  # type: ignore[attr-defined]
+        yield page
+    finally:
+        context.close()
+        harness.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def booted_page(browser, dist_server):
+    """One page with ``comfyui.js`` imported, shared by the page tests; each test calls
+    ``init()`` with the servers it needs (the first boots Python)."""
+    with harness_page(browser, dist_server) as page:
+        yield page
 
 
 # A bare page that imports the module exactly as an existing web client would.

@@ -704,16 +704,37 @@ function ensureBoot(options = {}) {
   return bootPromise;
 }
 
+// ------------------------------------------------------------------ before init()
+// A call that needs the pool before an init() succeeded says so in one plain sentence,
+// at once: the async ones reject with ComfyUIError code "not_initialised", the two
+// synchronous reports return {initialised: false, message, summary} (a console session
+// must not throw at its first step). Both while nothing was booted and while the first
+// init() still boots Python (the bridge exists before the pool does).
+let initsRunning = 0; // init() calls not settled yet
+
+function notReadyText(method) {
+  const [why, whyZh] = initsRunning
+    ? ["init() has not finished yet (the first one starts Python)",
+       "init() 尚未完成（第一次调用会启动 Python）"]
+    : ["no init() has succeeded on this page", "本页面还没有成功调用过 init()"];
+  return [
+    `${method}() needs init() first: ${why}. Run await init({servers: ["http://host:8188"]}) ` +
+      "from comfyui.js, then call it again",
+    `${method}() 需要先调用 init()：${whyZh}。请先执行 ` +
+      'await init({servers: ["http://host:8188"]})，然后再调用',
+  ];
+}
+
+function notInitialisedError(method, info = {}) {
+  const [message] = notReadyText(method);
+  return new ComfyUIError({ ...info, name: "ConfigError", code: "not_initialised", message,
+                            summary: message });
+}
+
 // Every call crosses into Python through here: Python answers a plain object
 // {ok, value} or {ok: false, error}, never a proxy, so nothing leaks and errors keep types.
 async function call(method, ...args) {
-  if (!bridge) {
-    throw new ComfyUIError({
-      name: "ConfigError",
-      code: "not_initialised",
-      message: `${method}() was called before init(): await init({servers: [...]}) first`,
-    });
-  }
+  if (!bridge) throw notInitialisedError(method);
   callsInFlight++;
   let out;
   try {
@@ -721,8 +742,128 @@ async function call(method, ...args) {
   } finally {
     callsInFlight--;
   }
-  if (!out.ok) throw new ComfyUIError(out.error);
+  if (!out.ok) {
+    if (out.error.code === "not_initialised") throw notInitialisedError(method, out.error);
+    throw new ComfyUIError(out.error);
+  }
   return out.value;
+}
+
+// debugWebSocketLock() and checkServerUnlockCondition(): answered at once (the old
+// module's console session calls them without await; a Promise would print as
+// `Promise {<pending>}`), through the bridge's synchronous entry, which answers plain
+// data like call(). Pure reads of the client's state: nothing in them waits. With
+// {print: true} (what the window.* helpers pass) the report's `summary` lines are
+// written to the console from here: the locked server, why it is held, the WebSocket,
+// the pending tasks, in English and Chinese (Python's console.py words them).
+function report(method, options) {
+  let out;
+  const answer = bridge ? bridge.call_sync(method, []) : null;
+  if (answer && answer.ok) {
+    out = { initialised: true, ...answer.value };
+  } else if (!answer || answer.error.code === "not_initialised") {
+    const [en, zh] = notReadyText(method);
+    out = { initialised: false, message: en, summary: [`[comfyui-client] ${en} | ${zh}`] };
+  } else {
+    throw new ComfyUIError(answer.error);
+  }
+  if (options && options.print) {
+    for (const line of out.summary) (out.initialised ? console.log : console.warn)(line);
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------ a duplicated tab
+// A browser's "Duplicate tab" copies sessionStorage, so the copy would come up with the
+// original's client id and job map. ComfyUI sends a client id's messages to its newest
+// socket only: the original's jobs would then hear nothing and end from the stall check's
+// history read (a trial on a real ComfyUI 0.33: 980 ms against 227 ms). So the first
+// init() claims the saved client id on a BroadcastChannel while Python boots; a page of
+// this origin that holds that id answers "taken", and the newcomer (the copy) forgets the
+// saved entry before Python reads it: a fresh client id, an empty job map. The original
+// keeps both. Every page answers for the id it holds for its whole life. Two pages
+// claiming one id at once (tabs restored together) settle it by their random nonces: the
+// lower keeps it. The wait is bounded (CLAIM_WAIT_MS, beside the boot, which takes far
+// longer) and skipped where nothing is saved, persist is false, a clientId is given, or
+// BroadcastChannel does not exist. bootTimings.tabClaim says what happened.
+const SESSION_KEY = "comfyui-client:v1"; // persistence.SESSION_KEY
+const CLAIM_WAIT_MS = 150;
+let tabChannel; // undefined: not opened yet; null: no BroadcastChannel here
+let heldClientId = null; // the client id this page holds (answered for on tabChannel)
+let claiming = null; // {clientId, nonce, yieldIt} while this page's claim waits
+let tabClaim = null; // the promise of the first init()'s claim
+
+function openTabChannel() {
+  if (tabChannel !== undefined) return tabChannel;
+  tabChannel = null;
+  try {
+    tabChannel = new BroadcastChannel(SESSION_KEY);
+  } catch {
+    return null; // no BroadcastChannel (or an opaque origin)
+  }
+  tabChannel.onmessage = (e) => {
+    const m = e.data;
+    if (!m || m.type !== "claim" || typeof m.clientId !== "string") return;
+    const taken = { type: "taken", clientId: m.clientId, nonce: m.nonce };
+    if (m.clientId === heldClientId) tabChannel.postMessage(taken);
+    else if (claiming && claiming.clientId === m.clientId && m.nonce !== claiming.nonce) {
+      if (m.nonce > claiming.nonce) tabChannel.postMessage(taken);
+      else claiming.yieldIt();
+    }
+  };
+  return tabChannel;
+}
+
+function savedClientId() {
+  try {
+    const data = JSON.parse(sessionStorage.getItem(SESSION_KEY) || "null");
+    return data && typeof data.clientId === "string" && data.clientId ? data.clientId : null;
+  } catch {
+    return null; // no sessionStorage (a worker, a sandboxed frame) or a broken entry
+  }
+}
+
+// Resolves {outcome: "none" | "unsupported" | "kept" | "duplicate", ms}.
+function claimClientId(options, quiet) {
+  const t0 = performance.now();
+  const result = (outcome) => ({ outcome, ms: performance.now() - t0 });
+  const id = options.persist === false || options.clientId != null ? null : savedClientId();
+  if (!id) return Promise.resolve(result("none"));
+  const channel = typeof BroadcastChannel === "function" ? openTabChannel() : null;
+  if (!channel) return Promise.resolve(result("unsupported"));
+  const nonce = Math.random();
+  return new Promise((resolve) => {
+    let timer = null;
+    const finish = (copy) => {
+      if (!claiming || claiming.nonce !== nonce) return;
+      claiming = null;
+      clearTimeout(timer);
+      channel.removeEventListener("message", onTaken);
+      if (copy) {
+        try {
+          sessionStorage.removeItem(SESSION_KEY);
+        } catch {
+          // unreachable: it was just read
+        }
+        if (!quiet) {
+          console.info(`[comfyui-client] this tab is a copy of an open tab using client id ${id}: ` +
+            "it takes a fresh client id and starts with no jobs | 此标签页是一个已打开标签页的副本" +
+            `（客户端 ID ${id}）：改用新的客户端 ID，任务列表为空`);
+        }
+      } else {
+        heldClientId = id; // answered for from now on, before Python's reattach is over
+      }
+      resolve(result(copy ? "duplicate" : "kept"));
+    };
+    const onTaken = (e) => {
+      const m = e.data;
+      if (m && m.type === "taken" && m.clientId === id && m.nonce === nonce) finish(true);
+    };
+    claiming = { clientId: id, nonce, yieldIt: () => finish(true) };
+    channel.addEventListener("message", onTaken);
+    timer = setTimeout(() => finish(false), CLAIM_WAIT_MS);
+    channel.postMessage({ type: "claim", clientId: id, nonce });
+  });
 }
 
 // An output image's `url` is an object URL of its Blob, made on first read: creating one
@@ -776,8 +917,28 @@ export async function init(options = {}) {
     ({ assetsURL: assetsDir, ...clientOptions } = options);
     assetsDir = assetsDirOption(assetsDir);
   }
-  await ensureBoot({ ...(options || {}), assetsDir });
-  return call("init", clientOptions);
+  initsRunning++;
+  try {
+    // the claim of a duplicated tab (see above) runs beside the first boot, once per page
+    const first = tabClaim === null;
+    if (first) {
+      const opts = clientOptions && typeof clientOptions === "object" ? clientOptions : {};
+      tabClaim = claimClientId(opts, opts.log === "off");
+    }
+    await ensureBoot({ ...(options || {}), assetsDir });
+    if (first) {
+      const booted = performance.now();
+      const { outcome, ms } = await tabClaim;
+      Object.assign(bootTimings, { tabClaim: outcome, tabClaimMs: ms,
+                                   tabClaimWaitMs: performance.now() - booted });
+    }
+    const summary = await call("init", clientOptions);
+    heldClientId = summary.clientId;
+    if (typeof BroadcastChannel === "function") openTabChannel(); // answer claims of copies
+    return summary;
+  } finally {
+    initsRunning--;
+  }
 }
 
 export const getApiBaseUrl = (promptId) => call("getApiBaseUrl", promptId ?? null);
@@ -792,8 +953,10 @@ export const getImage = (filename, subfolder = "", type = "output", opts = {}) =
   call("getImage", filename, subfolder, type, opts);
 export const checkComfyUIServerStatus = () => call("checkComfyUIServerStatus");
 export const validateServerConsistency = (operation) => call("validateServerConsistency", operation ?? null);
-export const debugWebSocketLock = () => call("debugWebSocketLock");
-export const checkServerUnlockCondition = () => call("checkServerUnlockCondition");
+/** Synchronous: the lock's whole state; {print: true} also writes its summary lines. */
+export const debugWebSocketLock = (options) => report("debugWebSocketLock", options);
+/** Synchronous: may the page move to another server now; {print: true} also says so. */
+export const checkServerUnlockCondition = (options) => report("checkServerUnlockCondition", options);
 export const interrupt = (promptId) => call("interrupt", promptId);
 export const processImage = async (workflow, file, opts = {}) => {
   // The input is named after its bytes: a Blob is hashed here first (remembered per Blob),
@@ -812,13 +975,15 @@ export const getJobs = () => call("getJobs");
 export const getAuditLog = (promptId) => call("getAuditLog", promptId ?? null);
 export const releaseTask = (promptId) => call("releaseTask", promptId);
 
-// The console helpers the old module exposed, for proving the lock from DevTools.
+// The console helpers the old module exposed, for proving the lock from DevTools. The two
+// synchronous reports print their summary there (the module's exports print only when
+// asked: a page that polls them, like the demo, would flood the console).
 if (typeof window !== "undefined") {
   Object.assign(window, {
     validateServerConsistency,
-    debugWebSocketLock,
+    debugWebSocketLock: (options) => debugWebSocketLock({ print: true, ...options }),
     getApiBaseUrl,
-    checkServerUnlockCondition,
+    checkServerUnlockCondition: (options) => checkServerUnlockCondition({ print: true, ...options }),
     runConsistencySelfTest,
   });
 }

@@ -96,7 +96,8 @@ async function refreshServers() {
 async function refreshLock() {
   if (!state.servers.length) return;
   try {
-    const d = await comfy.debugWebSocketLock();
+    const d = comfy.debugWebSocketLock(); // synchronous; prints nothing unless asked
+    if (!d.initialised) return;
     const ws = t(`ws.${d.wsState}`);
     const held = d.lock ? d.lock.held : Boolean(d.lockedServer);
     text($("#lock-server"), d.lockedServer || (state.affinity === "job" ? t("per_job") : t("none")));

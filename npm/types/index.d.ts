@@ -1,5 +1,6 @@
 // Types of "comfyui-pool-client" (web/comfyui.js): the old comfyui.js function names, each
-// an async call into the Python client running under Pyodide in the page.
+// a call into the Python client running under Pyodide in the page (async, but for the two
+// console reports debugWebSocketLock and checkServerUnlockCondition, which answer at once).
 // Every object here is plain data the client hands back (no proxies); field names are the
 // client's own (camelCase). `null` means "not known / not applicable".
 
@@ -25,6 +26,8 @@ export type ServerConfig =
     };
 
 export type Affinity = "session" | "job";
+
+export type LogLevel = "off" | "lock" | "verbose";
 
 /** Options of `init()`; the README's "Options of init" table says what each does. */
 export interface InitOptions {
@@ -52,6 +55,12 @@ export interface InitOptions {
   persist?: boolean;
   /** "before-start" (needs affinity "job"): a job whose server is lost before it started moves */
   failover?: "off" | "before-start";
+  /**
+   * How much of the lock's story the console tells, in English and Chinese: "lock" (the
+   * default) the lock taken and released; "verbose" also every consistency check that
+   * passed and every submit; "off" none of it.
+   */
+  log?: LogLevel;
   /**
    * Where the package's Python assets are served: the URL of the folder holding
    * pyodide.mjs, pyodide.asm.wasm, python_stdlib.zip, pyodide-lock.json and the wheels
@@ -326,7 +335,26 @@ export interface LockDescription {
   held: boolean;
 }
 
+/** What the two synchronous reports answer before an init() succeeded. */
+export interface NotInitialised {
+  initialised: false;
+  /** what to do, in one plain sentence */
+  message: string;
+  /** the line printed (English | Chinese) */
+  summary: string[];
+}
+
+/** Options of the two synchronous reports. */
+export interface ReportOptions {
+  /** write the report's summary lines to the console (the window.* helpers pass true) */
+  print?: boolean;
+}
+
 export interface LockDebugInfo {
+  initialised: true;
+  /** the lines printed with {print: true}: the locked server, why it is held, the
+   * WebSocket's state, the pending tasks (English | Chinese) */
+  summary: string[];
   affinity: Affinity;
   clientId: string;
   /** null in job affinity */
@@ -350,6 +378,9 @@ export interface LockDebugInfo {
 }
 
 export interface UnlockCondition {
+  initialised: true;
+  /** the line printed with {print: true} (English | Chinese) */
+  summary: string[];
   canUnlock: boolean;
   pendingTasks: number;
   lockedServer: string | null;
@@ -393,6 +424,14 @@ export interface BootTimings {
   importClient?: number;
   total?: number;
   bootCache?: "off" | "restored" | "saving" | "saved" | "failed";
+  /** what the first init()'s claim of the saved client id found (a duplicated tab takes a
+   * fresh one): "none" (nothing saved, persist false or a clientId given), "unsupported"
+   * (no BroadcastChannel), "kept", "duplicate" */
+  tabClaim?: "none" | "unsupported" | "kept" | "duplicate";
+  /** ms the claim took (it runs beside the boot) */
+  tabClaimMs?: number;
+  /** ms init() waited for the claim once Python had booted */
+  tabClaimWaitMs?: number;
 }
 
 /** The part of Pyodide's API most callers of getPyodide() use. */
@@ -426,8 +465,12 @@ export function getImage(
 ): Promise<Blob>;
 export function checkComfyUIServerStatus(): Promise<ServerStatus[]>;
 export function validateServerConsistency(operation?: string | null): Promise<ConsistencyReport>;
-export function debugWebSocketLock(): Promise<LockDebugInfo>;
-export function checkServerUnlockCondition(): Promise<UnlockCondition>;
+/** Synchronous: the lock's whole state (the window.* helper also prints its summary). */
+export function debugWebSocketLock(options?: ReportOptions): LockDebugInfo | NotInitialised;
+/** Synchronous: may the page move to another server now (the window.* helper prints it). */
+export function checkServerUnlockCondition(
+  options?: ReportOptions,
+): UnlockCondition | NotInitialised;
 export function interrupt(promptId: string): Promise<InterruptResult>;
 /** The whole job on one server: upload, submit, wait, fetch the outputs. */
 export function processImage(

@@ -22,7 +22,7 @@ Layout (where to look):
     channels.py    the WebSockets: reconnects, frame dispatch to jobs
     persistence.py the tab's client id and job map across reloads
     selftest.py    the consistency self test
-    console.py     the client's console lines
+    console.py     the client's console lines: the lock's story per log level, report summaries
     api.py         the old comfyui.js function names (argument checks only)
     transport.py   the seam's protocol;  _browser.py  its browser implementation
 """

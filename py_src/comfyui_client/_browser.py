@@ -3,8 +3,9 @@
 It implements ``transport.Transport`` with the page's own ``fetch``, ``FormData``,
 ``WebSocket``, timers and ``sessionStorage``, and exposes the client to ``web/comfyui.js``
 through one object, ``Bridge``, whose entry point ``start(method, args, resolve)`` always
-answers a plain JS object ``{ok, value}`` / ``{ok: false, error}``: page code never receives a
-PyProxy, so it has nothing to destroy and nothing leaks.
+answers a plain JS object ``{ok, value}`` / ``{ok: false, error}`` (and ``call_sync`` the same,
+at once, for the two synchronous reports): page code never receives a PyProxy, so it has
+nothing to destroy and nothing leaks.
 
 The per-call hot paths run on the JS side through comfyui.js's helpers (``_PageHelpers``):
 each crossing between Python and JS costs microseconds, and a browser call that starts async
@@ -752,8 +753,9 @@ class MicrotaskSoon:
 
 class Bridge:
     """The object ``web/comfyui.js`` talks to: ``start(method, args, resolve)`` (or the
-    awaitable ``call(method, args)``), whose answer is always ``{ok, value}`` or
-    ``{ok: false, error}`` as plain JS data."""
+    awaitable ``call(method, args)``), and ``call_sync(method, args)`` for the two reports
+    answered at once; the answer is always ``{ok, value}`` or ``{ok: false, error}`` as
+    plain JS data."""
 
     def __init__(self) -> None:
         from .api import PageApi
@@ -792,24 +794,44 @@ class Bridge:
 
     async def call(self, method: str, args: Any) -> Any:
         try:
-            py_args = [from_js(a) for a in args] if args is not None else []
-            fn = self.api.exported(method)
-            value = await fn(*py_args)
+            value = await self.api.exported(method)(*_args_in(args))
             return _plain_for_callback({"ok": True, "value": value})
-        except ComfyClientError as exc:
-            return _plain_for_callback({"ok": False, "error": exc.to_dict()})
-        except Exception as exc:  # a bug of ours: still a typed, plain error for the page
-            js.console.error(f"comfyui.js internal error in {method}: {exc!r}")
-            return to_plain_js(
-                {
-                    "ok": False,
-                    "error": {
-                        "name": "InternalError",
-                        "code": "internal_error",
-                        "message": f"internal error in {method}: {type(exc).__name__}: {exc}",
-                    },
-                }
-            )
+        except Exception as exc:
+            return _error_answer(method, exc)
+
+    def call_sync(self, method: str, args: Any) -> Any:
+        """One of ``api.SYNC_EXPORTS`` (the two reports the old console session calls
+        without ``await``), answered at once with the same plain JS ``{ok, value}`` /
+        ``{ok: false, error}`` as ``call``, never a PyProxy. Why not ``start``: its answer
+        comes through a promise, and the console then shows ``Promise {<pending>}``."""
+        try:
+            value = self.api.exported_sync(method)(*_args_in(args))
+            return _plain_for_callback({"ok": True, "value": value})
+        except Exception as exc:
+            return _error_answer(method, exc)
+
+
+def _args_in(args: Any) -> list[Any]:
+    """A call's JS arguments as Python values."""
+    return [from_js(a) for a in args] if args is not None else []
+
+
+def _error_answer(method: str, exc: Exception) -> Any:
+    """``{ok: false, error}`` for a failed call: a typed error as it is, a bug of ours still
+    as a typed, plain error for the page."""
+    if isinstance(exc, ComfyClientError):
+        return _plain_for_callback({"ok": False, "error": exc.to_dict()})
+    js.console.error(f"comfyui.js internal error in {method}: {exc!r}")
+    return to_plain_js(
+        {
+            "ok": False,
+            "error": {
+                "name": "InternalError",
+                "code": "internal_error",
+                "message": f"internal error in {method}: {type(exc).__name__}: {exc}",
+            },
+        }
+    )
 
 
 _soon: MicrotaskSoon | None = None

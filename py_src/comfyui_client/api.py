@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .client import ClientOptions, PoolClient
-from .errors import ConfigError, InvalidInputError
+from .errors import ConfigError, InvalidInputError, NotInitialised
 from .protocol import workflow as wf
 
 EXPORTS = (
@@ -29,14 +29,19 @@ EXPORTS = (
     "getImage",
     "checkComfyUIServerStatus",
     "validateServerConsistency",
-    "debugWebSocketLock",
-    "checkServerUnlockCondition",
     "interrupt",
     "processImage",
     "runConsistencySelfTest",
     "getJobs",
     "getAuditLog",
     "releaseTask",
+)
+# Answered at once, without an await: the two reports the old module's console session calls
+# without `await` (comfyui.js calls them through ``Bridge.call_sync``). Pure reads of the
+# client's state, so nothing in them waits for the network.
+SYNC_EXPORTS = (
+    "debugWebSocketLock",
+    "checkServerUnlockCondition",
 )
 
 def _opt_dict(value: Any, what: str) -> dict[str, Any]:
@@ -71,9 +76,15 @@ class PageApi:
             raise InvalidInputError(f"comfyui.js has no function {name!r}")
         return getattr(self, "js_" + name)
 
+    def exported_sync(self, name: str) -> Callable[..., Any]:
+        """One of ``SYNC_EXPORTS``: a plain function, its value returned at once."""
+        if name not in SYNC_EXPORTS:
+            raise InvalidInputError(f"comfyui.js has no synchronous function {name!r}")
+        return getattr(self, "js_" + name)
+
     def _client(self) -> PoolClient:
         if self.client is None:
-            raise ConfigError("call init({servers: [...]}) first")
+            raise NotInitialised("call init({servers: [...]}) first")
         return self.client
 
     # ------------------------------------------------------------------ lifecycle
@@ -209,7 +220,7 @@ class PageApi:
     async def js_validateServerConsistency(self, operation: Any = None) -> dict[str, Any]:
         return self._client().consistency(_opt_str({"o": operation}, "o"))
 
-    async def js_debugWebSocketLock(self) -> dict[str, Any]:
+    def js_debugWebSocketLock(self) -> dict[str, Any]:
         out = self._client().debug()
         # the browser transport counts the proxies/listeners it lent to JS (leak check)
         counts = getattr(self.env, "resource_counts", None)
@@ -217,7 +228,7 @@ class PageApi:
             out.update(counts())
         return out
 
-    async def js_checkServerUnlockCondition(self) -> dict[str, Any]:
+    def js_checkServerUnlockCondition(self) -> dict[str, Any]:
         return self._client().unlock_condition()
 
     async def js_interrupt(self, prompt_id: Any) -> dict[str, Any]:

@@ -26,6 +26,7 @@ import dataclasses
 from typing import Any
 
 from . import audit as audit_mod
+from . import console as console_mod
 from . import jobs as jobs_mod
 from . import lock as lock_mod
 from .channels import Channels, ServerChannel
@@ -87,7 +88,7 @@ class PoolClient:
     def __init__(self, env: Transport, servers: Any, options: ClientOptions | None = None) -> None:
         self.env = env
         self.options = options = options or ClientOptions()
-        self.console = log = Console(env)
+        self.console = log = Console(env, options.log)
         self.audit = audit_mod.AuditLog(maxlen=options.max_audit)
         self.health = HealthMonitor(env, options, servers)
         self.book = JobBook(env, log)
@@ -131,6 +132,7 @@ class PoolClient:
             # one options object is shared by every part: update it in place
             for f in dataclasses.fields(ClientOptions):
                 setattr(self.options, f.name, getattr(options, f.name))
+            self.console.set_level(self.options.log)
         return self.health.reconfigure(servers, self.routing.pins.servers_in_use())
 
     async def reattach(self) -> list[str]:
@@ -257,10 +259,12 @@ class PoolClient:
         )
 
     def debug(self) -> dict[str, Any]:
+        """Everything about the lock and the sockets, as plain data; ``summary`` holds the
+        few lines ``debugWebSocketLock()`` prints (locked server, why, WebSocket, tasks)."""
         lock = self.routing.lock
         jobs = [jobs_mod.job_to_dict(r.job) for r in self.book.unfinished()]
         chan = self.channels.get(lock.locked_server or "")
-        return {
+        out = {
             "affinity": self.options.affinity,
             "clientId": self.client_id,
             "lock": lock_mod.describe(lock) if self.options.affinity == "session" else None,
@@ -277,16 +281,22 @@ class PoolClient:
             "protocolErrors": {s: dict(k) for s, k in self.channels.protocol_errors.items()},
             "unknownMessageTypes": sorted(self.channels.unknown_types),
         }
+        out["summary"] = console_mod.lock_summary(out)
+        return out
 
     def unlock_condition(self) -> dict[str, Any]:
+        """May the page move to another server now; ``summary``: the line
+        ``checkServerUnlockCondition()`` prints."""
         check = lock_mod.can_unlock(self.routing.lock)
-        return {
+        out = {
             "canUnlock": check.can_unlock,
             "pendingTasks": check.pending_tasks,
             "lockedServer": check.locked_server,
             "wsState": check.ws_state,
             "reason": check.reason,
         }
+        out["summary"] = console_mod.unlock_summary(out)
+        return out
 
     async def close(self) -> None:
         self.closed = True

@@ -67,6 +67,13 @@ class ConfigError(ComfyClientError, ValueError):
     code = "config_error"
 
 
+class NotInitialised(ConfigError):
+    """A call that needs the pool came before ``init()`` configured it (or after every
+    ``init()`` so far failed)."""
+
+    code = "not_initialised"
+
+
 class InvalidInputError(ComfyClientError, ValueError):
     """An argument of a public call is wrong (workflow shape, file, node id...)."""
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from . import jobs as jobs_mod
 from .backoff import Backoff
+from .console import LOG_LEVELS
 from .errors import ConfigError
 from .protocol import events as ev
 
@@ -47,6 +48,8 @@ class ClientOptions:
     # another server (see jobs.failover_decision); "off": it ends with ServerLost
     failover: str = "off"
     max_moves: int = 2
+    # how much of the lock's story the console tells (console.py): "off" | "lock" | "verbose"
+    log: str = "lock"
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> ClientOptions:
@@ -63,6 +66,7 @@ class ClientOptions:
             "clientId": "client_id",
             "persist": "persist",
             "failover": "failover",
+            "log": "log",
         }
         opts = cls()
         for key, value in raw.items():
@@ -84,6 +88,12 @@ class ClientOptions:
                     raise ConfigError(f"option {key} must be a non-negative number, got {value!r}")
                 value = type(default)(value) if isinstance(default, float) else int(value)
             setattr(opts, attr, value)
+        if opts.log not in LOG_LEVELS:
+            raise ConfigError(
+                f"log must be 'off', 'lock' or 'verbose', got {opts.log!r}",
+                hint="'lock' (the default) prints when the lock is taken and released; "
+                "'verbose' also every consistency check and submit; 'off' prints neither",
+            )
         if opts.failover not in jobs_mod.FAILOVER_POLICIES:
             raise ConfigError(
                 f"failover must be 'off' or 'before-start', got {opts.failover!r}",

@@ -12,15 +12,17 @@ this page uploaded. It answers the questions the rest of the client asks:
 * ``connect``: open the page's WebSocket; in session mode its server becomes the lock.
 
 It moves the lock on the events that move it (a socket opened or closed, a task pending or
-done) and logs each change; the rules themselves are the tables of ``lock.py``.
+done) and tells the lock's story on the console at the level of ``init({log})``
+(``console.py``): each change of the lock, and at ``"verbose"`` every check that passed and
+every submit. The rules themselves are the tables of ``lock.py``.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from . import console as console_mod
 from . import lock as lock_mod
 from . import pool as pool_mod
 from .errors import ComfyClientError, InvalidInputError, ServerMismatch
@@ -29,6 +31,7 @@ from .protocol import workflow as wf
 
 if TYPE_CHECKING:
     from .channels import Channels, ServerChannel
+    from .console import Console
     from .health import HealthMonitor
     from .records import JobBook
 
@@ -37,7 +40,7 @@ class Routing:
     """The session lock, the job pins and the uploads' servers (see the module doc)."""
 
     def __init__(self, env: Any, options: ClientOptions, health: HealthMonitor,
-                 book: JobBook, log: Callable[[str], None]) -> None:
+                 book: JobBook, log: Console) -> None:
         self.env, self.options, self.log = env, options, log
         self.health, self.book = health, book
         self.lock = lock_mod.LockState()
@@ -59,11 +62,28 @@ class Routing:
     def check(self, server: str, job: str | None, operation: str, *,
               unlocked: bool = False) -> None:
         """Raise ``ServerMismatch`` if a request for ``job`` (or, without one, for the
-        session) must not go to ``server``."""
+        session) must not go to ``server``. Every request of the client is checked here
+        (``HttpGate``), so at ``log: "verbose"`` this is where each check that passed is
+        told; at any other level that costs one attribute read."""
         if job is not None:
             lock_mod.check_job_server(self.pins, job, operation, server)
         elif self.session and not unlocked:
             lock_mod.check_consistency(self.lock, operation, server)
+        elif unlocked:
+            return  # not a job's work (a health probe): nothing was checked, nothing to tell
+        if self.log.verbose:
+            self._tell_check(server, job, operation)
+
+    def _tell_check(self, server: str, job: str | None, operation: str) -> None:
+        """The verbose line of a check that passed; a submit says where it goes."""
+        held = lock_mod.is_held(self.lock) if self.session else False
+        if operation == "submit" and job is not None:
+            line = console_mod.submit_on(job, server, held and self.lock.locked_server == server,
+                                         len(self.lock.pending))
+        else:
+            line = console_mod.check_passed(operation, server, job,
+                                            self.lock.locked_server if held else None)
+        self.log.story(line)
 
     def select(self) -> str:
         """A fresh selection: the pool's rule, counting this page's unfinished jobs."""
@@ -171,11 +191,15 @@ class Routing:
                 # the next job selects again (an idle socket re-locks if it is selected).
                 state = lock_mod.on_ws_closed(state)
                 released = True
-            self.set_lock(state, f"last pending task ended ({why})" if released else why)
+            self.set_lock(state, f"last pending task ended ({why})" if released else why,
+                          ended=why if released else None)
 
     # ------------------------------------------------------------------ the lock
 
-    def set_lock(self, new: lock_mod.LockState, why: str) -> None:
+    def set_lock(self, new: lock_mod.LockState, why: str, *, ended: str | None = None) -> None:
+        """Move the lock; a change is kept in ``lock_log`` and told on the console (level
+        ``"lock"`` and up). ``ended``: how the last pending task ended, when that is what
+        released the lock."""
         old = self.lock
         self.lock = new
         if old.locked_server != new.locked_server:
@@ -186,7 +210,13 @@ class Routing:
                 "why": why,
             }
             self.lock_log.append(entry)
-            self.log(f"lock {entry['event']}: {entry['server']} ({why})")
+            if self.log.lock:
+                if new.locked_server is not None:
+                    line = console_mod.lock_taken(new.locked_server, new.ws_state,
+                                                  len(new.pending))
+                else:
+                    line = console_mod.lock_released(entry["server"], why, ended)
+                self.log.story(line)
 
     def on_ws_open(self, chan: ServerChannel) -> None:
         if self.session and chan.locks and self.lock.locked_server in (None, chan.server):

@@ -63,6 +63,8 @@ def test_a_job_survives_a_reload_and_ends_on_its_server(browser, dist_server, de
         page.wait_for_function("window.harnessReady === true", timeout=30_000)
         again = page.evaluate("(s) => window.comfy.init({servers: s})", [slow_server])
         assert again["clientId"] == first["clientId"]
+        # the page before the reload is gone: nobody holds the id, so it is no duplicate
+        assert page.evaluate("() => window.comfy.bootTimings.tabClaim") == "kept"
         assert pid in again["reattached"]
         out = page.evaluate(FINISH, pid)
         assert _pixel(out["png"]) == (255, 127, 0)

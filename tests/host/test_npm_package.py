@@ -25,7 +25,7 @@ def test_the_tarball_holds_the_module_the_python_assets_the_plugin_and_types(vit
                  for m in tar.getmembers() if m.isfile()}
     pyodide = {p.name: p.read_bytes() for p in (ROOT / "dist" / "pyodide").iterdir()}
     assert set(files) == {
-        "package.json", "README.md", "LICENSE",
+        "package.json", "README.md", "LICENSE", "test-server-consistency.js",
         "web/comfyui.js", "web/boot.js", "web/boot-cache-worker.js",
         "vite/index.js", "types/index.d.ts", "types/vite.d.ts",
         *(f"pyodide/{name}" for name in pyodide),
@@ -33,6 +33,9 @@ def test_the_tarball_holds_the_module_the_python_assets_the_plugin_and_types(vit
     # the Python assets exactly as dist/ has them: the lockfile's sha256 name these bytes
     assert {n: files[f"pyodide/{n}"] for n in pyodide} == pyodide
     assert files["web/comfyui.js"] == (ROOT / "web" / "comfyui.js").read_bytes()
+    # the prepared console check, at the package's root as at dist/'s
+    assert files["test-server-consistency.js"] == \
+        (ROOT / "test-server-consistency.js").read_bytes()
     assert b"MIT License" in files["LICENSE"]
 
     manifest = json.loads(files["package.json"])

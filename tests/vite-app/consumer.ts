@@ -78,6 +78,7 @@ export async function run(file: File): Promise<string> {
     maxAudit: 5000,
     clientId: "tab-1",
     persist: true,
+    log: "verbose",
     assetsURL: new URL("/static/python/", location.href),
     bootCache: true,
     microtaskLoop: true,
@@ -113,8 +114,9 @@ export async function run(file: File): Promise<string> {
                                     generated[0].type, { promptId: done.promptId });
   const statuses = await checkComfyUIServerStatus();
   const report = await validateServerConsistency("after the job");
-  const lock = await debugWebSocketLock();
-  const unlock = await checkServerUnlockCondition();
+  const lock = debugWebSocketLock({ print: true });
+  const unlock = checkServerUnlockCondition();
+  if (!lock.initialised || !unlock.initialised) return lock.message + unlock.summary.join();
   const stopped = await interrupt(submitted.promptId);
   const selfTest = await runConsistencySelfTest();
   const jobs = await getJobs();
@@ -123,6 +125,7 @@ export async function run(file: File): Promise<string> {
   const pyodide = await getPyodide();
   const saved: boolean = await bootCacheSaved;
   const restored: boolean = bootTimings.bootCache === "restored";
+  const copiedTab: boolean = bootTimings.tabClaim === "duplicate";
   const helpers: boolean = window.debugWebSocketLock === debugWebSocketLock;
 
   try {
@@ -133,13 +136,19 @@ export async function run(file: File): Promise<string> {
   return [reattached.length, pixels.size, href, socket.wsState, history, blob.size,
           statuses[0].status, report.consistent, lock.lockedServer, unlock.canUnlock,
           stopped.interrupted, selfTest.ok, jobs[0]?.state, audit[0]?.path, released.released,
-          pyodide.version, saved, restored, helpers, sentAgain, unlisted].join();
+          pyodide.version, saved, restored, copiedTab, helpers, sentAgain, unlisted].join();
 }
 
 // @ts-expect-error servers is required
 void init({});
 // @ts-expect-error assetsURL takes a string or a URL
 void init({ servers: ["http://gpu1:8188"], assetsURL: 42 });
+// @ts-expect-error log is "off", "lock" or "verbose"
+void init({ servers: ["http://gpu1:8188"], log: "loud" });
+// @ts-expect-error debugWebSocketLock answers at once: there is no promise to wait on
+void debugWebSocketLock().then(() => 0);
+// @ts-expect-error before init() there is no lockedServer to read without narrowing
+const unnarrowed: string | null = checkServerUnlockCondition().lockedServer;
 // @ts-expect-error affinity is "session" or "job"
 void init({ servers: ["http://gpu1:8188"], affinity: "server" });
 // @ts-expect-error not an error code
@@ -148,4 +157,4 @@ const unknownCode: ComfyUIErrorCode = "no_such_code";
 void processImage(workflow, "photo.png");
 // @ts-expect-error a result's fields are typed, not any
 const notANumber: number = (await getJobs())[0].state;
-export { notANumber, unknownCode };
+export { notANumber, unknownCode, unnarrowed };

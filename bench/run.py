@@ -788,7 +788,8 @@ def report(a, info, boot, jobs, events, scale, server_kind, server_url,
                   "messages: the job's fixed values went to a JS closure once, and per message "
                   "only the five that move cross (`JobBook.emit_progress`); comfyui.js builds "
                   "the object. Not in the table: the crossing from the socket's JS listener into "
-                  "Python (one call with the message text, ~2-3 µs) and the client's routing "
+                  "Python (one call per batch of messages: comfyui.js reads each message in JS "
+                  "and hands Python the batch of a browser task) and the client's routing "
                   "between the steps.", ""]
         elif bd:
             L += [f"Per-message breakdown not available: {bd['error']}", ""]

@@ -105,3 +105,32 @@ def test_loop_hops_times_wake_ups_with_and_without_the_microtask_loop(bench_page
     assert all(math.isfinite(out[k]) and out[k] >= 0 for k in ("hot", "idle")), out
     table = "\n".join(hops_lines({"on": out, "off": out}))
     assert "| after 3 ms idle" in table, table
+
+
+def test_event_throughput_runs_both_clients_end_to_end_and_in_replay(browser, dist_server,
+                                                                      devservers):
+    """The event-throughput instrument on a small flood: both clients' callbacks got every
+    flooded message and frame, end to end and replayed (ours hands messages to Python in
+    batches, so the replay waits for their dispatch), and preview bytes never entered the
+    wasm heap."""
+    import argparse
+
+    from bench.events import bench_events, rates
+
+    page = ROOT / "dist" / "_bench_ours.html"
+    page.write_text(H.OURS)
+    try:
+        args = argparse.Namespace(flood=200, flood_previews=20, event_rounds=1, frame_mib=1)
+        ev = bench_events(browser, dist_server.url, devservers, args, lambda _m: None,
+                          INVERT, 60_000)
+    finally:
+        page.unlink(missing_ok=True)
+    for kind in ("ours", "js"):
+        [run] = ev["e2e"][kind]
+        assert run["n"] >= 2 * 200 and run["frames"] == 20 and run["blobs"], (kind, run)
+    assert ev["capture"]["n"] >= 2 * 200
+    r = rates(ev)
+    assert all(v > 0 for k in r for c in r[k].values() for v in c), r
+    big = ev["replay"]["big"]
+    assert big["blobBytes"] == big["frames"] * big["frameBytes"]
+    assert big["heapAfter"] - big["heapBefore"] < big["frameBytes"]

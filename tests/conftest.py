@@ -133,23 +133,33 @@ def browser(playwright_browsers):
 
 
 @contextlib.contextmanager
-def harness_page(browser, dist_server, name: str = "_harness.html"):
-    """A page in a context of its own that imported ``comfyui.js`` (``HARNESS`` written to
-    ``dist/<name>``) and called nothing yet; ``page.console_logs`` collects its console as
+def page_at(browser, url: str):
+    """A page in a context of its own at ``url``, a page that imports ``comfyui.js`` and
+    sets ``window.harnessReady``; ``page.console_logs`` collects its console as
     ``"type: text"`` lines."""
-    harness = ROOT / "dist" / name
-    harness.write_text(HARNESS)
     context = browser.new_context()
     try:
         page = context.new_page()
         logs: list[str] = []
         page.on("console", lambda msg: logs.append(f"{msg.type}: {msg.text}"))
-        page.goto(f"{dist_server.url}/{name}")
+        page.goto(url)
         page.wait_for_function("window.harnessReady === true", timeout=60_000)
         page.console_logs = logs  # type: ignore[attr-defined]
         yield page
     finally:
         context.close()
+
+
+@contextlib.contextmanager
+def harness_page(browser, dist_server, name: str = "_harness.html"):
+    """A page that imported ``comfyui.js`` (``HARNESS`` written to ``dist/<name>``) and called
+    nothing yet (see ``page_at``)."""
+    harness = ROOT / "dist" / name
+    harness.write_text(HARNESS)
+    try:
+        with page_at(browser, f"{dist_server.url}/{name}") as page:
+            yield page
+    finally:
         harness.unlink(missing_ok=True)
 
 

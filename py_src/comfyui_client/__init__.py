@@ -14,6 +14,7 @@ Layout (where to look):
     options.py     init()'s options, validated
     client.py      PoolClient: the facade that wires the parts below together
     lifecycle.py   one job's life, upload -> download, on one server (run_job) and its steps
+    completion.py  the wait for a job's end, its history and outputs (fetched while it runs)
     endings.py     failures, lost servers, failover decisions
     records.py     the live jobs: waiters, message application, page callbacks
     routing.py     where a job and each of its calls may go: the live lock and pins

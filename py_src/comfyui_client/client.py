@@ -9,6 +9,7 @@ Each part owns one concern behind a few public methods (``notes/design.md``: htt
 * ``channels.Channels`` — the WebSockets, reconnects, and the dispatch of their frames;
 * ``records.JobBook`` — the live jobs, their waiters and page callbacks;
 * ``lifecycle.JobLifecycle`` — one job's life, upload to download (``run_job``) and its steps;
+* ``completion.JobCompletion`` — the wait for a job's end, its history and its outputs;
 * ``endings.JobEndings`` — failures, losses, failover decisions;
 * ``persistence.SessionStore`` — the tab's client id and job map across reloads.
 
@@ -30,6 +31,7 @@ from . import console as console_mod
 from . import jobs as jobs_mod
 from . import lock as lock_mod
 from .channels import Channels, ServerChannel
+from .completion import JobCompletion
 from .console import Console
 from .endings import JobEndings
 from .errors import ComfyClientError
@@ -73,7 +75,7 @@ class _ChannelWiring:
         return self.client.routing.needs_socket(server)
 
     async def reconnected(self, server: str) -> None:
-        await self.client.lifecycle.reconcile(server)
+        await self.client.completion.reconcile(server)
 
     def unreachable(self, server: str, since: float | None) -> None:
         self.client.endings.expire_jobs_on(server, since)
@@ -101,9 +103,13 @@ class PoolClient:
         self.health.socket_view = self._socket_view
         self.endings = JobEndings(env, options, self.book, self.routing, self.health,
                                   self.store, log)
+        self.completion = JobCompletion(
+            env, options, gate=self.gate, routing=self.routing, channels=self.channels,
+            book=self.book, store=self.store, endings=self.endings)
         self.lifecycle = JobLifecycle(
             env, options, gate=self.gate, health=self.health, routing=self.routing,
-            channels=self.channels, book=self.book, store=self.store, endings=self.endings)
+            channels=self.channels, book=self.book, store=self.store, endings=self.endings,
+            completion=self.completion)
         self.background: set[asyncio.Future] = set()
         self.closed = False
 
@@ -162,14 +168,14 @@ class PoolClient:
             self.background.add(task)
             task.add_done_callback(self.background.discard)
         for server in {self.book.records[p].job.server for p in revived}:
-            await self.lifecycle.reconcile(server)
+            await self.completion.reconcile(server)
         return revived
 
     async def _finish_reattached(self, rec: JobRecord) -> None:
         """Nobody on the new page awaits a reattached job: once the server is done with it,
         release it so it stops holding the lock; its outputs stay fetchable by id."""
         with contextlib.suppress(ComfyClientError):
-            await self.lifecycle.wait(rec.job.prompt_id)
+            await self.completion.wait(rec.job.prompt_id)
         if not self.book.finished(rec):
             self.lifecycle.release(rec.job.prompt_id)
 
@@ -204,18 +210,18 @@ class PoolClient:
         return await self.lifecycle.submit(workflow, **kw)
 
     async def wait(self, prompt_id: str) -> JobRecord:
-        return await self.lifecycle.wait(prompt_id)
+        return await self.completion.wait(prompt_id)
 
     async def history(self, prompt_id: str, *, retry: bool = False) -> Any:
-        return await self.lifecycle.history(prompt_id, retry=retry)
+        return await self.completion.history(prompt_id, retry=retry)
 
     async def fetch_outputs(self, prompt_id: str) -> list[dict[str, Any]]:
-        return await self.lifecycle.fetch_outputs(prompt_id)
+        return await self.completion.fetch_outputs(prompt_id)
 
     async def image(self, filename: str, subfolder: str, image_type: str, *,
                     job: str | None = None, server: str | None = None) -> Any:
-        return await self.lifecycle.image(filename, subfolder, image_type, job=job,
-                                          server=server)
+        return await self.completion.image(filename, subfolder, image_type, job=job,
+                                           server=server)
 
     async def interrupt(self, prompt_id: str) -> dict[str, Any]:
         return await self.lifecycle.interrupt(prompt_id)

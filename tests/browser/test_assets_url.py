@@ -15,7 +15,7 @@ import pytest
 from test_client_page import INVERT, RUN_JOBS, _pixel
 
 import build
-from conftest import HARNESS, ROOT
+from conftest import HARNESS, ROOT, page_at
 
 pytestmark = pytest.mark.browser
 
@@ -79,22 +79,15 @@ def test_without_the_worker_beside_the_module_boots_still_work(browser, site, de
     boot-cache-worker.js beside the module. The boot cache is not saved, one console line
     says so, and the page boots and runs jobs as before."""
     (site / "app" / "web" / "boot-cache-worker.js").unlink()
-    with build.StaticServer(site) as server:
-        context = browser.new_context()
-        try:
-            page = context.new_page()
-            logs: list[str] = []
-            page.on("console", lambda m: logs.append(f"{m.type}: {m.text}"))
-            page.goto(f"{server.url}/app/index.html")
-            page.wait_for_function("window.harnessReady === true", timeout=30_000)
-            page.evaluate("(o) => window.comfy.init(o)",
-                          {"servers": devservers.urls[:1], "assetsURL": "/static/python/"})
-            assert page.evaluate("window.comfy.bootCacheSaved") is False
-            assert page.evaluate("window.comfy.bootTimings.bootCache") == "failed"
-            notes = [line for line in logs if "boot cache not saved" in line]
-            assert len(notes) == 1 and notes[0].startswith("info: "), logs
-            [res] = page.evaluate(RUN_JOBS, [INVERT, [[10, 200, 30]], "photo.png"])
-            assert res["ok"], res
-            assert _pixel(res["png"]) == (245, 55, 225)
-        finally:
-            context.close()
+    with (build.StaticServer(site) as server,
+          page_at(browser, f"{server.url}/app/index.html") as page):
+        page.evaluate("(o) => window.comfy.init(o)",
+                      {"servers": devservers.urls[:1], "assetsURL": "/static/python/"})
+        assert page.evaluate("window.comfy.bootCacheSaved") is False
+        assert page.evaluate("window.comfy.bootTimings.bootCache") == "failed"
+        logs = page.console_logs
+        notes = [line for line in logs if "boot cache not saved" in line]
+        assert len(notes) == 1 and notes[0].startswith("info: "), logs
+        [res] = page.evaluate(RUN_JOBS, [INVERT, [[10, 200, 30]], "photo.png"])
+        assert res["ok"], res
+        assert _pixel(res["png"]) == (245, 55, 225)

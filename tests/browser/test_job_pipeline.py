@@ -12,6 +12,8 @@ import json
 
 import pytest
 
+from conftest import page_at
+
 pytestmark = pytest.mark.browser
 
 INVERT = {
@@ -81,15 +83,12 @@ def _pixel(data: list[int]) -> tuple[int, int, int]:
 def pipeline_page(browser, dist_server, booted_page, devservers):
     """A page of its own (its own interpreter), counting from before its first socket: the
     counters wrap the socket class, whose handlers are bound when a socket opens."""
-    context = browser.new_context()
-    page = context.new_page()
-    page.goto(f"{dist_server.url}/_harness.html")
-    page.wait_for_function("window.harnessReady === true", timeout=60_000)
-    page.evaluate("async (src) => (await window.comfy.getPyodide()).runPython(src)", COUNTERS)
-    page.evaluate("(s) => window.comfy.init({servers: [s], affinity: 'job'})",
-                  devservers.urls[0])
-    yield page
-    context.close()
+    with page_at(browser, f"{dist_server.url}/_harness.html") as page:
+        page.evaluate("async (src) => (await window.comfy.getPyodide()).runPython(src)",
+                      COUNTERS)
+        page.evaluate("(s) => window.comfy.init({servers: [s], affinity: 'job'})",
+                      devservers.urls[0])
+        yield page
 
 
 @pytest.fixture

@@ -40,8 +40,7 @@ from pyodide.ffi import (  # type: ignore[import-not-found]
 
 from .errors import ComfyClientError, InvalidInputError
 from .protocol.requests import HttpRequest
-from .protocol.responses import answer_matches
-from .transport import HttpResponse, SocketHandlers, TransportError
+from .transport import HttpResponse, SocketHandlers, TransportError, request_in_turn
 
 _WS_STATES = ("connecting", "open", "closing", "closed")
 
@@ -436,15 +435,8 @@ class BrowserTransport:
         one after the other from here. ``second`` comes back as its answer, its
         ``TransportError``, or None when it was held back."""
         if _JS.requestPair is None:
-            resp = await self.request(base, first, extra_headers=extra_headers,
-                                      timeout=timeouts[0])
-            if not answer_matches(resp.status, resp.body, expect):
-                return resp, None
-            try:
-                return resp, await self.request(base, second, extra_headers=extra_headers,
-                                                timeout=timeouts[1])
-            except TransportError as exc:
-                return resp, exc
+            return await request_in_turn(self, base, first, second, expect=expect,
+                                         extra_headers=extra_headers, timeouts=timeouts)
         url1, init1, body1 = self._prepare(base, first, extra_headers)
         url2, init2, body2 = self._prepare(base, second, extra_headers)
         controllers = (js.AbortController.new(), js.AbortController.new())

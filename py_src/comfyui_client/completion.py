@@ -28,6 +28,7 @@ from .protocol import requests as rq
 from .protocol import responses as rs
 from .records import JobBook, JobRecord
 from .routing import Routing
+from .transport import retrieve_failure
 
 
 class JobCompletion:
@@ -68,9 +69,10 @@ class JobCompletion:
             interval = self.options.stall_check_s if live else self.options.poll_interval_s
             if not await self.book.until_done(rec, interval):
                 await self.check_stalled(rec)
-        # what was armed for the end marker and has not gone out (the job ended otherwise,
-        # or before it was armed) is sent from here instead
-        self.gate.disarm(rec.job.prompt_id)
+        # what was armed for the end marker (run_job's jobs only) and has not gone out (the
+        # job ended otherwise, or before it was armed) is sent from here instead
+        if rec.downloads is not None:
+            self.gate.disarm(rec.job.prompt_id)
         armed, rec.armed_history = rec.armed_history, None
         if rec.error is not None:
             raise rec.error
@@ -230,7 +232,7 @@ class JobCompletion:
                                   job=prompt_id, operation="image download")
         task = asyncio.ensure_future(self.image(ref.filename, ref.subfolder, ref.type,
                                                 job=prompt_id, first=armed))
-        task.add_done_callback(_retrieve)
+        task.add_done_callback(retrieve_failure)
         return task
 
     async def image(self, filename: str, subfolder: str, image_type: str, *,
@@ -248,7 +250,3 @@ class JobCompletion:
             self.gate.parse(rs.check_status, resp, target, job)
         return resp.body
 
-
-def _retrieve(task: asyncio.Future) -> None:
-    if not task.cancelled():
-        task.exception()

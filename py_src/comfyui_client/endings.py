@@ -36,10 +36,11 @@ class JobEndings:
         """The task stops being pending (it may release the session lock); its early
         downloads still running stop, requests armed for its end marker never go out, its
         progress stops being asked for, and the tab's job map is saved."""
-        rec.cancel_downloads()
-        disarm = getattr(self.env, "disarm", None)  # what was armed for its end marker
-        if disarm is not None:
-            disarm(rec.job.prompt_id)
+        disarm = getattr(self.env, "disarm", None)
+        if rec.downloads is not None:  # run_job's: early downloads, reads armed for its end
+            rec.cancel_downloads()
+            if disarm is not None:
+                disarm(rec.job.prompt_id)
         self.book.quiet(rec)
         self.routing.task_done(rec.job.prompt_id, why)
         self.store.save(self.book)

@@ -19,8 +19,7 @@ from . import audit as audit_mod
 from .errors import ComfyClientError, CrossOriginBlocked, ServerUnreachable
 from .options import ClientOptions
 from .protocol import requests as rq
-from .protocol import responses as rs
-from .transport import HttpResponse, TransportError
+from .transport import HttpResponse, TransportError, request_in_turn, retrieve_failure
 
 if TYPE_CHECKING:
     from .health import HealthMonitor
@@ -111,15 +110,9 @@ class HttpGate:
                 resp, then = await pair(server, first, second, expect=expect,
                                         extra_headers=headers, timeouts=timeouts)
             else:
-                resp = await self.env.request(server, first, extra_headers=headers,
-                                              timeout=timeouts[0])
-                then = None
-                if rs.answer_matches(resp.status, resp.body, expect):
-                    try:
-                        then = await self.env.request(server, second, extra_headers=headers,
-                                                      timeout=timeouts[1])
-                    except TransportError as exc:
-                        then = exc
+                resp, then = await request_in_turn(self.env, server, first, second,
+                                                   expect=expect, extra_headers=headers,
+                                                   timeouts=timeouts)
         except TransportError as exc:
             raise self._no_answer(server, job, first, operations[0], exc) from None
         self.record(server, job, first.method, audit_mod.redact_url(first.url("")), resp.status)
@@ -151,7 +144,7 @@ class HttpGate:
         if fired is None:
             return None
         task = asyncio.ensure_future(self._armed(server, req, job, operation, fired))
-        task.add_done_callback(_retrieve)
+        task.add_done_callback(retrieve_failure)
         return task
 
     def disarm(self, job: str) -> None:
@@ -209,9 +202,3 @@ class HttpGate:
             page_origin=self.env.page_origin(), **kw,
         )
 
-
-def _retrieve(task: asyncio.Future) -> None:
-    """An armed request's failure nobody awaited (its job ended otherwise) is not an
-    unretrieved exception."""
-    if not task.cancelled():
-        task.exception()

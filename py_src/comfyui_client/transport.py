@@ -10,11 +10,13 @@ other implementation. The logic receives a ``Transport`` as a parameter and neve
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .protocol.requests import HttpRequest
+from .protocol.responses import answer_matches
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,32 @@ class TransportError(Exception):
     def __init__(self, message: str, *, kind: str = "network") -> None:
         super().__init__(message)
         self.kind = kind
+
+
+async def request_in_turn(
+    env: Any, base: str, first: HttpRequest, second: HttpRequest, *, expect: dict[str, Any],
+    extra_headers: dict[str, str], timeouts: tuple[float, float],
+) -> tuple[HttpResponse, HttpResponse | TransportError | None]:
+    """``first``, then ``second`` only if ``first`` answered a JSON object with every field of
+    ``expect``, one after the other through ``env.request``: a ``request_pair`` for an
+    environment that cannot chain them without a Python step between (the host; the page
+    without comfyui.js). ``second`` comes back as its answer, its ``TransportError``, or
+    None when it was held back; no answer to ``first`` raises."""
+    resp = await env.request(base, first, extra_headers=extra_headers, timeout=timeouts[0])
+    if not answer_matches(resp.status, resp.body, expect):
+        return resp, None
+    try:
+        return resp, await env.request(base, second, extra_headers=extra_headers,
+                                       timeout=timeouts[1])
+    except TransportError as exc:
+        return resp, exc
+
+
+def retrieve_failure(task: asyncio.Future) -> None:
+    """A done callback for a task nobody may await (an early download, an armed request of
+    a job that ended otherwise): its failure is not reported as an unretrieved exception."""
+    if not task.cancelled():
+        task.exception()
 
 
 @dataclass

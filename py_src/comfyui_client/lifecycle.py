@@ -85,8 +85,9 @@ class JobLifecycle:
         hits ComfyUI's cache, and a server this page already gave those bytes is not sent
         them again. The ``POST /prompt`` goes out the moment the upload answers with that
         name (``HttpGate.send_pair``); each output downloads as soon as an ``executed``
-        message names it, while the job still runs, and ``GET /history`` runs beside those
-        downloads. ``server`` pins the job to that server *outside* the session lock (the
+        message names it while other nodes still run, and the history read, with the last
+        node's outputs, goes out the moment the job's end marker arrives (``HttpGate.arm``,
+        ``completion.py``). ``server`` pins the job to that server *outside* the session lock (the
         self test runs one job per server so, without moving the lock or waiting for it).
         ``digest``: the sha256 (hex) of ``file``'s bytes when the caller has it already
         (comfyui.js hashes a Blob before the call). A cancelled call releases its job."""
